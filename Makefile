@@ -1,0 +1,57 @@
+# The course in two commands:  make lab  (open the notebooks)  and  make test  (everything CI runs).
+# Both create .venv with `python -m venv` if it is missing and install the exact versions of requirements.lock.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# JupyterLab refuses to run as root unless told; only pass the flag when we are root (containers, CI).
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+PYTEST_FLAGS ?=
+
+export OMP_NUM_THREADS ?= 1
+
+.PHONY: help install lab test test-unit test-notebooks test-browser bench release grade browser-deps clean
+
+help:
+	@echo "make lab      open the course in JupyterLab (creates .venv on first use)"
+	@echo "make test     run every test CI runs: unit, notebooks (nbval), grading, browser"
+	@echo "make bench    speed of course_lib.norms against PyTorch (ratios)"
+	@echo "make release  regenerate exercises/ from solutions/ (nbgrader)"
+	@echo "make grade SUBMISSIONS=dir GRADES=grades.csv   autograde a class"
+
+$(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python >= 3.10 is needed, found " + sys.version.split()[0])'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements.lock
+	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lab: install
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(ROOT_FLAG)
+
+test: install browser-deps
+	$(BIN)/python -m pytest $(PYTEST_FLAGS)
+
+test-unit: install
+	$(BIN)/python -m pytest tests --ignore=tests/browser $(PYTEST_FLAGS)
+
+bench: install
+	$(BIN)/python benchmarks/norms.py
+
+# Debian's chromium for the real-browser test (Playwright's own browser download does not work offline).
+browser-deps:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
+		true; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium for the browser test (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "NOTE: chromium not found; the browser test will be skipped. Install it with:"; \
+		echo "      sudo apt-get install chromium   (Debian/Ubuntu)"; \
+	fi
+
+clean:
+	rm -rf $(VENV) .pytest_cache artifacts
