@@ -47,20 +47,27 @@ __all__ = ["normalize", "normalize_with_stats", "reference_normalize", "moments"
 def moments(x: Tensor, dims: tuple[int, ...], center: bool = True) -> tuple[Tensor, Tensor, Tensor]:
     """Mean, centred values and biased variance of ``x`` over ``dims`` (kept as size-1 axes).
 
-    Two passes: ``mu = sum(x)/n``, then ``var = sum((x - mu)**2)/n``. With ``center=False`` the mean is 0
-    and the "variance" is the mean square (RMSNorm).
-    Returns ``(mean, centered, var)``; ``centered`` is always a new tensor shaped like ``x``.
+    Corrected two-pass algorithm: ``mu = sum(x)/n``, ``c = x - mu``, then ``delta = sum(c)/n`` (the rounding
+    error of ``mu``: tiny, but not zero in float32 when ``|mu| >> std``) and ``var = sum(c**2)/n - delta**2``;
+    the mean returned is ``mu + delta``. Never ``E[x^2] - E[x]^2`` on raw inputs. With ``center=False`` the
+    mean is 0 and the "variance" is the mean square (RMSNorm).
+    Returns ``(mean, centered, var)``; ``centered`` is the new tensor ``x - mu`` (``delta`` not subtracted).
     """
+    mu, centered, var, delta = _centred_moments(x, dims, center)
+    return (mu if delta is None else mu + delta), centered, var
+
+
+def _centred_moments(x, dims, center):
     n = _count(x, dims)
     centered = torch.empty_like(x)  # allocated first, as PyTorch's kernels do (see _Normalize)
-    if center:
-        mean = x.sum(dims, keepdim=True).div_(n)
-        torch.sub(x, mean, out=centered)
-    else:
-        mean = x.new_zeros([1] * x.dim())
+    if not center:
         centered.copy_(x)
-    var = _sum_of_squares(centered, dims).div_(n)
-    return mean, centered, var
+        return x.new_zeros([1] * x.dim()), centered, _sum_of_squares(centered, dims).div_(n), None
+    mu = x.sum(dims, keepdim=True).div_(n)
+    torch.sub(x, mu, out=centered)
+    delta = centered.sum(dims, keepdim=True).div_(n)
+    var = _sum_of_squares(centered, dims).div_(n).sub_(delta * delta)
+    return mu, centered, var, delta
 
 
 def reference_normalize(x: Tensor, dims: tuple[int, ...], eps: float, weight: Tensor | None = None,
@@ -95,7 +102,9 @@ def normalize(x: Tensor, dims: tuple[int, ...], eps: float, weight: Tensor | Non
         ``(y, mean, var)``: ``y`` has the shape of ``x``; ``mean`` and ``var`` (biased) are detached and keep
         the reduced axes as size 1.
     """
-    dims = tuple(sorted(d % x.dim() for d in dims)) if x.dim() else ()
+    dims = tuple(sorted({d % x.dim() for d in dims})) if x.dim() else ()
+    if not dims:
+        raise ValueError(f"expected at least one axis to normalize over, got dims={dims} for input {list(x.shape)}")
     if x.numel() == 0:  # an empty batch: nothing to normalize, no statistics (as PyTorch)
         nan = x.new_full([1 if d in dims else s for d, s in enumerate(x.shape)], math.nan)
         return _apply_affine(x * 1.0, weight, bias), nan, nan
@@ -176,13 +185,19 @@ class _Normalize(torch.autograd.Function):
         ctx.dims, ctx.eps, ctx.center = dims, eps, center
         ctx.rows = _is_rows_layout(x, weight, dims)
         if ctx.rows:
+            x = x.contiguous()
             y, mean, var, rstd = _rows_forward(x, weight, bias, eps, center)
         else:
-            mean, y, var = moments(x, dims, center)  # y holds x - mean: finish the output in place
+            mu, y, var, delta = _centred_moments(x, dims, center)  # y holds x - mu: finish it in place
             rstd = torch.rsqrt(var + eps)
-            y.mul_(rstd if weight is None else rstd * weight)  # one per-statistic scale: one pass
+            scale = rstd if weight is None else rstd * weight
+            y.mul_(scale)  # one per-statistic scale: one pass; then y = (x - mu - delta) * scale + bias
+            shift = None if delta is None else delta * scale.neg()
             if bias is not None:
-                y.add_(bias)
+                shift = bias if shift is None else shift + bias
+            if shift is not None:
+                y.add_(shift)
+            mean = mu if delta is None else mu + delta
         ctx.save_for_backward(x, weight, bias, mean, rstd)
         ctx.mark_non_differentiable(mean, var)
         return y, mean, var
@@ -240,8 +255,8 @@ _CENTRING_THRESHOLD = 8.0
 
 
 def _is_rows_layout(x: Tensor, weight: Tensor | None, dims: tuple[int, ...]) -> bool:
-    """LayerNorm/RMSNorm with an affine: the weight spans exactly the trailing reduced axes of a contiguous x."""
-    return (weight is not None and x.is_contiguous() and weight.dim() == len(dims)
+    """LayerNorm/RMSNorm with an affine: the weight spans exactly the trailing reduced axes of x."""
+    return (weight is not None and weight.dim() == len(dims)
             and dims == tuple(range(x.dim() - len(dims), x.dim())) and weight.shape == x.shape[x.dim() - len(dims):])
 
 
@@ -261,8 +276,11 @@ def _rows_forward(x, weight, bias, eps, center):
     mean, var = x.new_zeros(rows, 1), x.new_empty(rows, 1)
     for block in _row_blocks(rows, features):
         x_b, y_b, mean_b, var_b = x2[block], y2[block], mean[block], var[block]
-        if center:
+        if center:  # corrected two-pass (see moments): centre, then remove the mean's rounding error
             torch.sub(x_b, torch.sum(x_b, 1, keepdim=True, out=mean_b).div_(features), out=y_b)
+            delta = y_b.sum(1, keepdim=True).div_(features)
+            y_b.sub_(delta)
+            mean_b.add_(delta)
         else:
             y_b.copy_(x_b)
         torch.linalg.vector_norm(y_b, 2, 1, keepdim=True, out=var_b).square_().div_(features)

@@ -152,7 +152,7 @@ class _BatchNorm(_NormBase):
         count = math.prod(input.shape[d] for d in dims)
         if count == 1:
             raise ValueError("Expected more than 1 value per channel when training, got input size "
-                             f"{input.size()} (batch statistics need N * spatial size > 1)")
+                             f"{list(input.shape)} (batch statistics need N * spatial size > 1)")
         output, mean, var = normalize(input, dims, self.eps, weight, bias)
         if self.training and self.track_running_stats and self.running_mean is not None and count > 0:
             self._update_running_stats(mean.view(-1), var.view(-1), count, factor)
@@ -174,7 +174,8 @@ class BatchNorm1d(_BatchNorm):
 
     def _check_input_dim(self, input: Tensor) -> None:
         if input.dim() not in (2, 3):
-            raise ValueError(f"expected 2D or 3D input (N, C) or (N, C, L), got {input.dim()}D input")
+            raise ValueError(f"expected 2D or 3D input (N, C) or (N, C, L), got {input.dim()}D input of size "
+                             f"{list(input.shape)}")
 
 
 class BatchNorm2d(_BatchNorm):
@@ -182,7 +183,7 @@ class BatchNorm2d(_BatchNorm):
 
     def _check_input_dim(self, input: Tensor) -> None:
         if input.dim() != 4:
-            raise ValueError(f"expected 4D input (N, C, H, W), got {input.dim()}D input")
+            raise ValueError(f"expected 4D input (N, C, H, W), got {input.dim()}D input of size {list(input.shape)}")
 
 
 class BatchNorm3d(_BatchNorm):
@@ -190,7 +191,7 @@ class BatchNorm3d(_BatchNorm):
 
     def _check_input_dim(self, input: Tensor) -> None:
         if input.dim() != 5:
-            raise ValueError(f"expected 5D input (N, C, D, H, W), got {input.dim()}D input")
+            raise ValueError(f"expected 5D input (N, C, D, H, W), got {input.dim()}D input of size {list(input.shape)}")
 
 
 class _InstanceNorm(_NormBase):
@@ -212,7 +213,8 @@ class _InstanceNorm(_NormBase):
     def _check_input_dim(self, input: Tensor) -> None:
         dims = (self._unbatched_dim, self._unbatched_dim + 1)
         if input.dim() not in dims:
-            raise ValueError(f"expected {dims[0]}D or {dims[1]}D input, got {input.dim()}D input")
+            raise ValueError(f"expected {dims[0]}D (unbatched) or {dims[1]}D input, got {input.dim()}D input of size "
+                             f"{list(input.shape)}")
 
     def forward(self, input: Tensor) -> Tensor:
         self._check_input_dim(input)
@@ -238,7 +240,8 @@ class _InstanceNorm(_NormBase):
         dims = tuple(range(2, ndim))
         count = math.prod(input.shape[2:])
         if count == 1:
-            raise ValueError(f"Expected more than 1 spatial element when training, got input size {input.size()}")
+            raise ValueError("Expected more than 1 spatial element when training, got input size "
+                             f"{list(input.shape)} (per-instance statistics need H * W > 1)")
         output, mean, var = normalize(input, dims, self.eps, weight, bias)
         if self.running_mean is not None and input.numel() > 0:
             factor = 0.0 if self.momentum is None else self.momentum
@@ -366,7 +369,8 @@ class GroupNorm(nn.Module):
 
     def forward(self, input: Tensor) -> Tensor:
         if input.dim() < 2:
-            raise RuntimeError(f"Expected at least 2 dimensions for input tensor but received {input.dim()}")
+            raise RuntimeError(f"Expected at least 2 dimensions (N, C, *) for input tensor but received {input.dim()}: "
+                               f"got input of size {list(input.shape)}")
         n, c, groups = input.shape[0], input.shape[1], self.num_groups
         if c % groups != 0:
             raise RuntimeError("Expected number of channels in input to be divisible by num_groups, but got "
