@@ -1,0 +1,93 @@
+"""Keep committed notebooks small and honest: strip outputs except the ones nbval compares.
+
+    python tools/notebook_hygiene.py strip notebooks/*.ipynb     # rewrite in place
+    python tools/notebook_hygiene.py check notebooks/*.ipynb     # exit 1 and list problems
+
+A committed notebook keeps outputs only in cells tagged ``nbval-check-output`` (small, deterministic prints that
+nbval compares on every run); every other output, execution count and widget state is removed, and it must
+carry the python3 kernelspec (otherwise JupyterLab opens a "Select Kernel" dialog). Error outputs are never
+allowed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+CHECK_TAG = "nbval-check-output"
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+MAX_KEPT_OUTPUT_CHARS = 2000
+
+
+def keeps_output(cell: dict) -> bool:
+    return CHECK_TAG in cell.get("metadata", {}).get("tags", [])
+
+
+def strip(nb: dict) -> dict:
+    """Outputs only where nbval checks them (text only), no execution counts, no widget state."""
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") != "code":
+            cell.pop("outputs", None)
+            cell.pop("execution_count", None)
+            continue
+        cell["execution_count"] = None
+        if keeps_output(cell):
+            kept = []
+            for out in cell.get("outputs", []):
+                if out.get("output_type") == "stream" and out.get("name") == "stdout":
+                    kept.append({"output_type": "stream", "name": "stdout", "text": out["text"]})
+            cell["outputs"] = kept
+        else:
+            cell["outputs"] = []
+        cell.get("metadata", {}).pop("execution", None)
+    metadata = nb.setdefault("metadata", {})
+    metadata.pop("widgets", None)
+    metadata["kernelspec"] = dict(KERNELSPEC)
+    return nb
+
+
+def problems(path: Path) -> list[str]:
+    try:
+        nb = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        return [f"{path}: not readable JSON ({exc.__class__.__name__}: {exc})"]
+    found = []
+    if nb.get("metadata", {}).get("kernelspec", {}).get("name") != "python3":
+        found.append(f"{path}: kernelspec is not python3")
+    if "widgets" in nb.get("metadata", {}):
+        found.append(f"{path}: saved widget state in metadata")
+    for index, cell in enumerate(nb.get("cells", [])):
+        outputs = cell.get("outputs", [])
+        for out in outputs:
+            if out.get("output_type") == "error":
+                found.append(f"{path}: cell {index} has an error output ({out.get('ename')})")
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                found.append(f"{path}: cell {index} has a stderr output")
+        if outputs and not keeps_output(cell):
+            found.append(f"{path}: cell {index} keeps outputs but is not tagged {CHECK_TAG}")
+        text = "".join("".join(o.get("text", "")) for o in outputs)
+        if len(text) > MAX_KEPT_OUTPUT_CHARS:
+            found.append(f"{path}: cell {index} keeps {len(text)} characters of output (limit {MAX_KEPT_OUTPUT_CHARS})")
+        if keeps_output(cell) and not outputs:
+            found.append(f"{path}: cell {index} is tagged {CHECK_TAG} but has no stored output to compare")
+    return found
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["strip", "check"])
+    parser.add_argument("paths", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "strip":
+        for path in args.paths:
+            nb = strip(json.loads(path.read_text()))
+            path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+        return 0
+    found = [p for path in args.paths for p in problems(path)]
+    print("\n".join(found) if found else f"{len(args.paths)} notebooks clean")
+    return 1 if found else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
