@@ -52,7 +52,7 @@ def moments(x: Tensor, dims: tuple[int, ...], center: bool = True) -> tuple[Tens
     ``mu = sum(x)/n``, ``var = sum((x - mu)**2)/n``, corrected for the rounding of ``mu`` when it matters.
     With ``center=False`` the mean is 0 and the "variance" is the mean square (RMSNorm).
     """
-    _, mean, var, _ = _standardize(x, tuple(sorted(d % x.dim() for d in dims)), 0.0, center)
+    _, mean, var, _, _ = _standardize(x, tuple(sorted(d % x.dim() for d in dims)), 0.0, center)
     return mean, var
 
 
@@ -137,7 +137,7 @@ class _Normalize(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, dims, eps, center):
-        y, mean, var, rstd = _standardize(x, dims, eps, center)
+        y, mean, var, rstd, ctx.ill_conditioned = _standardize(x, dims, eps, center)
         if weight is not None and _elementwise(weight, dims, x.dim()):
             if bias is None:
                 y.mul_(rstd).mul_(weight)
@@ -165,7 +165,7 @@ class _Normalize(torch.autograd.Function):
 
 
 def _standardize(x, dims, eps, center):
-    """``((x - mean) / sqrt(var + eps), mean, var, rstd)`` with the output in one new tensor.
+    """``(x - mean, mean, var, rstd, ill_conditioned)`` with ``x - mean`` in one new tensor.
 
     Two passes (``sum``, then the norm of ``x - mu``); the float32 rounding error of ``mu`` is measured and
     removed (corrected two-pass algorithm) only where it matters, when some ``|mu| / std`` is large.
@@ -180,13 +180,14 @@ def _standardize(x, dims, eps, center):
         mean = x.new_zeros([1] * x.dim())
     var = _sum_of_squares(y, dims).div_(n)
     rstd = torch.rsqrt(var + eps)
-    if center and _ill_conditioned(mean, rstd):
+    ill_conditioned = center and _ill_conditioned(mean, rstd)
+    if ill_conditioned:
         delta = y.sum(dims, keepdim=True).div_(n)
         y.sub_(delta)
         mean.add_(delta)
         var.sub_(delta * delta)
         rstd = torch.rsqrt(var + eps)
-    return y, mean, var, rstd
+    return y, mean, var, rstd, ill_conditioned
 
 
 def _ill_conditioned(mean: Tensor, rstd: Tensor) -> bool:
@@ -216,7 +217,7 @@ def _grouped_backward(ctx, grad_y, x, weight, bias, mean, rstd):
     inner = tuple(d for d in dims if w_shape is None or w_shape[d] == 1)
     buf = torch.empty_like(x)  # the one full-size buffer: g*x (or g*c) first, then dx
     n = _count(x, dims)
-    exact = center and _ill_conditioned(mean, rstd)
+    exact = ctx.ill_conditioned
     g_sum = grad_y.sum(inner, keepdim=True)
     if exact:
         gc_sum = torch.sub(x, mean, out=buf).mul_(grad_y).sum(inner, keepdim=True)
