@@ -29,14 +29,21 @@ $(STAMP): requirements.lock pyproject.toml
 
 install: $(STAMP)
 
+# LAB_ARGS: extra `jupyter lab` options, e.g. LAB_ARGS="--no-browser --port=8899" (the make-lab smoke test uses it).
+LAB_ARGS ?=
+
 lab: install
-	$(BIN)/jupyter lab --notebook-dir=notebooks $(ROOT_FLAG)
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(ROOT_FLAG) $(LAB_ARGS)
 
 test: install browser-deps
 	$(BIN)/python -m pytest $(PYTEST_FLAGS)
 
 test-unit: install
 	$(BIN)/python -m pytest tests --ignore=tests/browser $(PYTEST_FLAGS)
+
+# JupyterLab + headless chromium: every slider of the widget notebooks moved with the keyboard (tests/browser).
+test-browser: install browser-deps
+	$(BIN)/python -m pytest tests/browser $(PYTEST_FLAGS)
 
 bench: install
 	$(BIN)/python benchmarks/norms.py
