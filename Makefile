@@ -11,7 +11,7 @@ PYTEST_FLAGS ?=
 
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: help install lab test test-unit test-notebooks test-browser bench release grade browser-deps clean
+.PHONY: help install lab test test-unit test-notebooks test-browser bench release grade browser-deps notebooks clean
 
 help:
 	@echo "make lab      open the course in JupyterLab (creates .venv on first use)"
@@ -35,8 +35,14 @@ LAB_ARGS ?=
 lab: install
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(ROOT_FLAG) $(LAB_ARGS)
 
+# nbval executes every cell of the lecture notebooks and of the exercise masters; tagged cells compare output.
+NBVAL_FLAGS := --nbval-lax --nbval-current-env --nbval-cell-timeout=300
+
 test: install browser-deps
-	$(BIN)/python -m pytest $(PYTEST_FLAGS)
+	$(BIN)/python -m pytest tests notebooks solutions $(NBVAL_FLAGS) $(PYTEST_FLAGS)
+
+test-notebooks: install
+	$(BIN)/python -m pytest notebooks solutions $(NBVAL_FLAGS) $(PYTEST_FLAGS)
 
 test-unit: install
 	$(BIN)/python -m pytest tests --ignore=tests/browser $(PYTEST_FLAGS)
@@ -47,6 +53,14 @@ test-browser: install browser-deps
 
 bench: install
 	$(BIN)/python benchmarks/norms.py
+
+# Maintainers: re-execute the lecture notebooks on one thread, then strip every output nbval does not check.
+notebooks: install
+	for nb in notebooks/Q*.ipynb; do \
+		$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=300 "$$nb" || exit 1; \
+	done
+	$(BIN)/python tools/notebook_hygiene.py strip notebooks/Q*.ipynb
+	$(BIN)/python tools/notebook_hygiene.py check notebooks/Q*.ipynb
 
 # Debian's chromium for the real-browser test (Playwright's own browser download does not work offline).
 browser-deps:
