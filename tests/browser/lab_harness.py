@@ -421,10 +421,12 @@ class NotebookDriver:
         dialog = self.dialog_text() or ""
         if state in ("dead", "restarting", "autorestarting") or re.search(r"died|Kernel Restarting|Dead kernel",
                                                                            dialog):
-            running = [c["index"] for c in self.page.evaluate(JS_CELLS) if c["code"] and "*" in c["prompt"]]
+            code = [c for c in self.page.evaluate(JS_CELLS) if c["code"]]
+            running = [c["index"] for c in code if "*" in c["prompt"]]
+            not_run = [c["index"] for c in code if not re.search(r"\[\d+\]", c["prompt"])]
             msg = f"kernel died (server state {state!r})"
-            if running:
-                msg += f" while running cell {running[0]}"
+            if running or not_run:
+                msg += f" while running cell {(running or not_run)[0]}"
             if dialog:
                 msg += f"; JupyterLab says: {' '.join(dialog.split())[:300]}"
             self.report.add("kernel died", msg)
