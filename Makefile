@@ -54,6 +54,18 @@ test-browser: install browser-deps
 bench: install
 	$(BIN)/python benchmarks/norms.py
 
+# Student versions: regenerate exercises/ from the masters in solutions/ (nbgrader, temporary gradebook).
+release: install
+	$(BIN)/python -m course_lib.release
+
+# Autograde a class: SUBMISSIONS holds <student_id>/<assignment>/<notebook>.ipynb; one CSV row per submission,
+# feedback HTML in FEEDBACK (default: feedback/ next to GRADES), WORKERS grading processes in parallel.
+GRADES ?= grades.csv
+WORKERS ?= 2
+grade: install
+	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=dir GRADES=grades.csv [FEEDBACK=dir] [WORKERS=2]"; exit 2; }
+	$(BIN)/python -m course_lib.autograde "$(SUBMISSIONS)" "$(GRADES)" --workers $(WORKERS) $(if $(FEEDBACK),--feedback "$(FEEDBACK)",)
+
 # Maintainers: re-execute the lecture notebooks on one thread, then strip every output nbval does not check.
 notebooks: install
 	for nb in notebooks/Q*.ipynb; do \
