@@ -1,0 +1,291 @@
+"""What happens to *one* submitted notebook on its way through nbgrader (used by ``course_lib.autograde``).
+
+* :func:`repair_submission` -- before nbgrader sees it: parse (a file that is not a notebook raises
+  :class:`InvalidSubmission`), rebuild a valid nbformat-4 notebook, drop nbgrader metadata nbgrader would
+  crash on (unknown or renamed ``grade_id``), put back deleted read-only cells (setup and tests) next to
+  their neighbours, and tell whether any answer was changed from the released exercise.
+  nbgrader's own ``OverwriteCells`` then restores *edited* read-only cells (by checksum, hidden tests included).
+* :class:`GuardedExecute` -- nbgrader's ``Execute`` step with :mod:`course_lib.grading_guard` around each
+  test cell, a total time budget, test cells that may not display a value, and an :class:`ExecutionReport`
+  saying why a notebook could not be graded (kernel died, cell ignored the interrupt).
+* :class:`HideHiddenTests` -- feedback step: hidden test code and its tracebacks never reach the student.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+
+import nbformat
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbformat import NotebookNode
+from nbgrader import utils
+from nbgrader.preprocessors import ClearHiddenTests, Execute
+from traitlets import Integer
+
+__all__ = ["InvalidSubmission", "RepairedSubmission", "repair_submission", "bound_names", "ExecutionReport",
+           "GuardedExecute", "HideHiddenTests", "is_test_cell"]
+
+_CELL_TYPES = {"code": nbformat.v4.new_code_cell, "markdown": nbformat.v4.new_markdown_cell,
+               "raw": nbformat.v4.new_raw_cell}
+
+
+class InvalidSubmission(ValueError):
+    """The submitted file cannot be read as a notebook; the message is the reason given to the student."""
+
+
+@dataclass
+class RepairedSubmission:
+    notebook: NotebookNode
+    notes: list[str] = field(default_factory=list)
+    unchanged: bool = False  # every answer cell is exactly as released
+
+
+def _nbgrader_id(cell) -> str | None:
+    meta = cell.get("metadata", {}).get("nbgrader")
+    return meta.get("grade_id") if isinstance(meta, dict) else None
+
+
+def _source_text(source) -> str:
+    if isinstance(source, list):
+        return "".join(str(s) for s in source)
+    return source if isinstance(source, str) else ""
+
+
+def _parse(raw: bytes) -> dict:
+    try:
+        data = json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as error:
+        raise InvalidSubmission(f"the file is not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except json.JSONDecodeError as error:
+        raise InvalidSubmission(f"the file is not valid JSON (line {error.lineno}, column {error.colno}: "
+                                f"{error.msg}); was it saved from Jupyter?") from None
+    if not isinstance(data, dict) or not isinstance(data.get("cells", data.get("worksheets")), list):
+        raise InvalidSubmission("the file is JSON but not a Jupyter notebook (no list of cells)")
+    if data.get("nbformat", 4) < 4:
+        try:
+            data = nbformat.convert(nbformat.from_dict(data), 4)
+        except Exception as error:  # noqa: BLE001 - any failure means "cannot be read"
+            raise InvalidSubmission(f"the notebook uses format {data.get('nbformat')} and could not be "
+                                    f"converted ({error})") from None
+    return data
+
+
+def _rebuild_cells(data: dict, release_meta: dict[str, dict], notes: list[str]) -> list[NotebookNode]:
+    """Fresh nbformat-4 cells; nbgrader metadata comes from the release (a student cannot re-mark a cell)."""
+    cells = []
+    for raw_cell in data["cells"]:
+        if not isinstance(raw_cell, dict) or raw_cell.get("cell_type") not in _CELL_TYPES:
+            notes.append("dropped a cell that is not a code, markdown or raw cell")
+            continue
+        cell = _CELL_TYPES[raw_cell["cell_type"]](_source_text(raw_cell.get("source", "")))
+        metadata = raw_cell.get("metadata") if isinstance(raw_cell.get("metadata"), dict) else {}
+        nbgrader_meta = metadata.get("nbgrader")
+        if isinstance(nbgrader_meta, dict):
+            grade_id = nbgrader_meta.get("grade_id")
+            if grade_id in release_meta:
+                cell.metadata["nbgrader"] = nbformat.from_dict(json.loads(json.dumps(release_meta[grade_id])))
+            elif any(nbgrader_meta.get(k) for k in ("grade", "solution", "locked", "task")):
+                notes.append(f"ignored nbgrader metadata with unknown grade_id {grade_id!r}")
+        if cell.cell_type == "markdown" and isinstance(raw_cell.get("attachments"), dict):
+            cell["attachments"] = raw_cell["attachments"]
+        cells.append(cell)
+    return cells
+
+
+def _restore_missing_readonly(cells: list, release: NotebookNode, notes: list[str]) -> list:
+    """Insert each read-only release cell (setup, tests) that is missing after its nearest present predecessor."""
+    present = {_nbgrader_id(c) for c in cells} - {None}
+    previous_id = None
+    for release_cell in release.cells:
+        grade_id = _nbgrader_id(release_cell)
+        if grade_id is None:
+            continue
+        if grade_id not in present and utils.is_locked(release_cell):
+            restored = nbformat.from_dict(json.loads(json.dumps(release_cell)))
+            if restored.cell_type == "code":
+                restored.outputs, restored.execution_count = [], None
+            restored["id"] = f"restored-{secrets.token_hex(4)}"
+            ids = [_nbgrader_id(c) for c in cells]
+            at = ids.index(previous_id) + 1 if previous_id in ids else 0
+            cells.insert(at, restored)
+            present.add(grade_id)
+            notes.append(f"restored deleted read-only cell {grade_id}")
+        if grade_id in present:
+            previous_id = grade_id
+    return cells
+
+
+def repair_submission(raw: bytes, release: NotebookNode) -> RepairedSubmission:
+    """A gradable copy of the submitted bytes, given the released student version of the notebook."""
+    data = _parse(raw)
+    notes: list[str] = []
+    release_meta = {_nbgrader_id(c): c.metadata["nbgrader"] for c in release.cells if _nbgrader_id(c)}
+    cells = _rebuild_cells(data, release_meta, notes)
+    seen: set[str] = set()
+    for cell in cells:  # nbgrader keeps the last of duplicated ids; report them
+        grade_id = _nbgrader_id(cell)
+        if grade_id is not None and grade_id in seen:
+            notes.append(f"cell {grade_id} appears more than once (the last copy is graded)")
+        seen.add(grade_id)
+    cells = _restore_missing_readonly(cells, release, notes)
+    notebook = nbformat.v4.new_notebook(cells=cells, metadata=json.loads(json.dumps(release.metadata)))
+    answers = {_nbgrader_id(c): c.source.strip() for c in cells if utils.is_solution(c)}
+    unchanged = all(answers.get(_nbgrader_id(c), c.source.strip()) == c.source.strip()
+                    for c in release.cells if utils.is_solution(c))
+    return RepairedSubmission(notebook, notes, unchanged)
+
+
+def bound_names(source: str) -> list[str]:
+    """Names a cell binds at top level (imports, assignments, defs): what the guard must keep for the tests."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    names: list[str] = []
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names += [(alias.asname or alias.name).split(".")[0] for alias in node.names if alias.name != "*"]
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.append(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                names += [n.id for n in ast.walk(target) if isinstance(n, ast.Name)]
+    return names
+
+
+def is_test_cell(cell) -> bool:
+    return cell.cell_type == "code" and utils.is_grade(cell) and not utils.is_solution(cell)
+
+
+@dataclass
+class ExecutionReport:
+    """Why a notebook could not be fully executed (``failure``), and what the guard restored."""
+
+    failure: str | None = None
+    status: str | None = None
+    restored: list[str] = field(default_factory=list)
+    refused_cells: list[str] = field(default_factory=list)
+    interrupted_cells: list[str] = field(default_factory=list)
+
+
+def _error_output(ename: str, evalue: str) -> NotebookNode:
+    return nbformat.v4.new_output("error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
+
+
+class GuardedExecute(Execute):
+    """nbgrader's ``Execute`` with the grading guard before each test cell (see the module docstring).
+
+    ``GuardedExecute.last_report`` is the :class:`ExecutionReport` of the notebook executed last in this
+    process (the pipeline grades one notebook at a time per worker process).
+    """
+
+    notebook_timeout = Integer(600, help="Total seconds for the whole notebook; later cells are not run.").tag(
+        config=True)
+    guard_timeout = Integer(60, help="Seconds for one call of the grading guard (the first imports torch).").tag(
+        config=True)
+    last_report: ExecutionReport = ExecutionReport()
+
+    def preprocess(self, nb, resources=None, km=None):
+        self.report = GuardedExecute.last_report = ExecutionReport()
+        self._token = secrets.token_hex(8)
+        self._guard_installed = False
+        self._deadline = time.monotonic() + self.notebook_timeout
+        return super().preprocess(nb, resources, km)
+
+    def _call_guard(self, expression: str) -> str | None:
+        """Evaluate ``expression`` in the kernel as a user expression; its string value, or None on failure."""
+        msg_id = self.kc.execute("", silent=True, store_history=False, user_expressions={"guard": expression})
+        cell_timeout, self.timeout = self.timeout, self.guard_timeout
+        try:
+            reply = self.wait_for_reply(msg_id)
+        except DeadKernelError:
+            self._fail("kernel_died", "the kernel died between two cells (os._exit, a crash or out of memory)")
+        finally:
+            self.timeout = cell_timeout
+        if reply is None:
+            return None
+        value = reply["content"].get("user_expressions", {}).get("guard", {})
+        if value.get("status") != "ok":
+            self.log.warning("grading guard failed: %s: %s", value.get("ename"), value.get("evalue"))
+            return None
+        try:
+            return ast.literal_eval(value["data"]["text/plain"])
+        except (KeyError, ValueError, SyntaxError):
+            return None
+
+    def _cell_label(self, cell, index: int) -> str:
+        """``grade_id`` of a course cell; for a student's cell its position and first line."""
+        if _nbgrader_id(cell):
+            return _nbgrader_id(cell)
+        first = cell.source.strip().splitlines()[0]
+        return f"cell {index + 1} ({first[:40]!r})"
+
+    def _guard(self, function: str, argument) -> str | None:
+        module = "__import__('sys').modules['course_lib.grading_guard']"
+        if not self._guard_installed:
+            module = "__import__('course_lib.grading_guard', fromlist=['install'])"
+        return self._call_guard(f"{module}.{function}({argument!r})")
+
+    def _before_test_cell(self, cell, label: str) -> bool:
+        """Restore what the tests rely on; False (and an error output in the cell) when that is impossible."""
+        answer = self._guard("restore", self._token)
+        if answer is None or not answer.startswith(f"ok {self._token} "):
+            self.report.refused_cells.append(label)
+            cell.outputs = [_error_output("GradingGuardError", "the notebook changed the grading machinery in a "
+                                          "way that could not be undone; this test is not run")]
+            return False
+        self.report.restored += [name for name in answer.split(" ", 2)[2].split(",") if name]
+        return True
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.cell_type != "code" or not cell.source.strip():
+            return cell, resources
+        label = self._cell_label(cell, index)
+        if time.monotonic() > self._deadline:
+            self._fail("timeout", f"the notebook ran longer than {self.notebook_timeout} s in total; "
+                                  f"stopped before {label}")
+        if not self._guard_installed:
+            if self._guard("install", self._token) != f"ok {self._token}":
+                self._fail("error", "the grading guard could not be installed in the kernel")
+            self._guard_installed = True
+        test = is_test_cell(cell)
+        if test and not self._before_test_cell(cell, label):
+            return cell, resources
+        try:
+            cell, resources = super().preprocess_cell(cell, resources, index)
+        except DeadKernelError:
+            self._fail("kernel_died", f"the kernel died while running {label} (os._exit, a crash or out of memory)")
+        except CellTimeoutError:
+            self._fail("timeout", f"{label} did not finish within {self.timeout} s and ignored the interrupt; "
+                                  "the kernel was killed")
+        if any(o.output_type == "error" and o.get("ename") == "CellTimeoutError" for o in cell.outputs):
+            self.report.interrupted_cells.append(label)
+        if test:  # nbgrader would take a displayed value as the score
+            cell.outputs = [_error_output("TestCellDisplayedValue", "a test cell displayed a value; test cells "
+                                          "only assert") if o.output_type == "execute_result" else o
+                            for o in cell.outputs]
+        if utils.is_locked(cell) and not utils.is_grade(cell):  # read-only setup cell
+            names = bound_names(cell.source)
+            if names and self._guard("remember", names) != "ok":
+                self._fail("error", f"the grading guard could not record the names bound by {label}")
+        return cell, resources
+
+    def _fail(self, status: str, reason: str) -> None:
+        self.report.status, self.report.failure = status, reason
+        raise RuntimeError(reason)
+
+
+class HideHiddenTests(ClearHiddenTests):
+    """Feedback step: removes hidden test regions and shortens the tracebacks of cells that had them."""
+
+    def preprocess_cell(self, cell, resources, cell_index):
+        if cell.cell_type == "code" and self.begin_test_delimeter in cell.source:
+            self._remove_hidden_test_region(cell)
+            for output in cell.get("outputs", []):
+                if output.output_type == "error":
+                    output.traceback = [f"{output.ename}: {output.evalue}"]
+        return cell, resources
