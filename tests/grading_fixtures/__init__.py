@@ -1,0 +1,1 @@
+"""Submissions for the grading tests, built from solutions/ and exercises/ (see submissions.py)."""
