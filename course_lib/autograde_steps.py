@@ -98,7 +98,7 @@ def _rebuild_cells(data: dict, release_meta: dict[str, dict], notes: list[str]) 
 def _restore_missing_readonly(cells: list, release: NotebookNode, notes: list[str]) -> list:
     """Insert each read-only release cell (setup, tests) that is missing after its nearest present predecessor."""
     present = {_nbgrader_id(c) for c in cells} - {None}
-    previous_id = None
+    previous_id, restored_ids = None, []
     for release_cell in release.cells:
         grade_id = _nbgrader_id(release_cell)
         if grade_id is None:
@@ -112,9 +112,11 @@ def _restore_missing_readonly(cells: list, release: NotebookNode, notes: list[st
             at = ids.index(previous_id) + 1 if previous_id in ids else 0
             cells.insert(at, restored)
             present.add(grade_id)
-            notes.append(f"restored deleted read-only cell {grade_id}")
+            restored_ids.append(grade_id)
         if grade_id in present:
             previous_id = grade_id
+    if restored_ids:
+        notes.append(f"restored deleted read-only cells: {', '.join(restored_ids)}")
     return cells
 
 

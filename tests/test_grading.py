@@ -116,7 +116,8 @@ def test_class_with_every_kind_of_submission(tmp_path):
     assert (score[f"kernel_dies/{A}"], status[f"kernel_dies/{A}"]) == (0.0, "kernel_died")
     assert (score[f"endless_loop/{A}"], status[f"endless_loop/{A}"]) == (0.0, "timeout")
     assert float(rows[f"endless_loop/{A}"]["seconds"]) < CELL_TIMEOUT + 40, "the looping kernel must be killed"
-    assert score[f"deleted_tests/{A}"] == full and "restored deleted read-only cell" in reason[f"deleted_tests/{A}"]
+    assert score[f"deleted_tests/{A}"] == full
+    assert "restored deleted read-only cells: setup, test_bn_structure" in reason[f"deleted_tests/{A}"]
     assert score[f"renamed/{A}"] == full and "graded my copy of the exercise.ipynb" in reason[f"renamed/{A}"]
     for cheat in ("edited_tests", "redefines_checks", "ipython_transformers"):
         assert score[f"{cheat}/{A}"] == score[f"stub/{A}"], f"{cheat}: no credit beyond the stub's: {reason}"
