@@ -40,3 +40,18 @@ def test_hygiene_check_catches_problems(tmp_path):
     assert any("error output" in p for p in found) and any("kernelspec" in p for p in found)
     path.write_text(json.dumps(notebook_hygiene.strip(dirty)))
     assert notebook_hygiene.problems(path) == []
+
+
+def test_strip_keeps_the_execution_count_of_checked_outputs(tmp_path):
+    # nbval skips comparing (and fails with "Unrun reference cell has outputs") when a kept output has no count
+    checked = {"cell_type": "code", "metadata": {"tags": [notebook_hygiene.CHECK_TAG]}, "source": "print(1)",
+               "execution_count": 4, "outputs": [{"output_type": "stream", "name": "stdout", "text": "1\n"}]}
+    plain = {"cell_type": "code", "metadata": {}, "source": "x = 1", "execution_count": 5, "outputs": []}
+    nb = notebook_hygiene.strip({"cells": [checked, plain], "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
+    assert [c["execution_count"] for c in nb["cells"]] == [4, None]
+    path = tmp_path / "checked.ipynb"
+    path.write_text(json.dumps(nb))
+    assert notebook_hygiene.problems(path) == []
+    nb["cells"][0]["execution_count"] = None
+    path.write_text(json.dumps(nb))
+    assert any("no execution_count" in p for p in notebook_hygiene.problems(path))

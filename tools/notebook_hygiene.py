@@ -25,13 +25,12 @@ def keeps_output(cell: dict) -> bool:
 
 
 def strip(nb: dict) -> dict:
-    """Outputs only where nbval checks them (text only), no execution counts, no widget state."""
+    """Outputs only where nbval checks them (text only, with their execution count), no widget state."""
     for cell in nb.get("cells", []):
         if cell.get("cell_type") != "code":
             cell.pop("outputs", None)
             cell.pop("execution_count", None)
             continue
-        cell["execution_count"] = None
         if keeps_output(cell):
             kept = []
             for out in cell.get("outputs", []):
@@ -40,6 +39,8 @@ def strip(nb: dict) -> dict:
             cell["outputs"] = kept
         else:
             cell["outputs"] = []
+        if not cell["outputs"]:
+            cell["execution_count"] = None  # nbval compares only cells with a count: kept outputs keep theirs
         cell.get("metadata", {}).pop("execution", None)
     metadata = nb.setdefault("metadata", {})
     metadata.pop("widgets", None)
@@ -71,6 +72,9 @@ def problems(path: Path) -> list[str]:
             found.append(f"{path}: cell {index} keeps {len(text)} characters of output (limit {MAX_KEPT_OUTPUT_CHARS})")
         if keeps_output(cell) and not outputs:
             found.append(f"{path}: cell {index} is tagged {CHECK_TAG} but has no stored output to compare")
+        if outputs and cell.get("execution_count") is None:
+            found.append(f"{path}: cell {index} keeps outputs but no execution_count (nbval fails with 'Unrun "
+                         "reference cell has outputs')")
     return found
 
 
