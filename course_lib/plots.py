@@ -1,0 +1,257 @@
+r"""Figures of the course: activation statistics, running estimates, GroupNorm groups, training curves.
+
+Every function returns a ``matplotlib.figure.Figure`` (titled, axes labelled, legend where there are several
+lines) and leaves nothing open in pyplot, so figures do not pile up in notebooks or tests; a notebook shows
+the returned figure by itself. Data come from :class:`course_lib.hooks.ActivationStats` (Q3),
+:class:`course_lib.stats.RunningEstimates` (Q1) and :class:`course_lib.training.Recorder` (Q2, Q5).
+"""
+from __future__ import annotations
+
+import io
+
+import matplotlib
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from .stats import RunningEstimates, ema_noise_std
+
+__all__ = ["new_figure", "figure_to_png", "plot_stats", "color_dim", "dead_chart", "plot_running_estimates",
+           "plot_running_error", "group_statistic_ids", "plot_group_norm", "plot_recorder_loss",
+           "plot_recorder_accuracy", "plot_recorder_param"]
+
+
+def new_figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (8, 3.5), **kwargs):
+    """``(fig, axes)`` like ``plt.subplots``, but already closed in pyplot: only the returned Figure keeps it."""
+    fig, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False, layout="constrained", **kwargs)
+    plt.close(fig)
+    return fig, axes
+
+
+def figure_to_png(fig: Figure, dpi: int = 80) -> bytes:
+    """PNG bytes of ``fig`` (what an ``ipywidgets.Image`` shows)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def _layer_labels(stats, labels) -> list[str]:
+    n = len(stats.means)
+    if labels is None:
+        return [f"layer {i}" for i in range(n)]
+    if len(labels) != n:
+        raise ValueError(f"expected {n} labels (one per recorded module), got {len(labels)}")
+    return list(labels)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Activation statistics (Q3): what ActivationStats recorded, one curve or image per layer
+
+def plot_stats(stats, labels: list[str] | None = None) -> Figure:
+    """Mean (left) and standard deviation (right) of each layer's output, one line per layer, over forward calls."""
+    fig, axes = new_figure(1, 2)
+    ax_mean, ax_std = axes[0]
+    for label, means, stds in zip(_layer_labels(stats, labels), stats.means, stats.stds):
+        ax_mean.plot(means.numpy(), label=label)
+        ax_std.plot(stds.numpy(), label=label)
+    ax_mean.set(title="mean of the activations", xlabel="forward call (batch)", ylabel="mean")
+    ax_std.set(title="standard deviation of the activations", xlabel="forward call (batch)", ylabel="std")
+    ax_std.legend(fontsize="small")
+    fig.suptitle("Activation statistics per layer")
+    return fig
+
+
+def color_dim(stats, labels: list[str] | None = None) -> Figure:
+    """"Colorful dimension": per layer, the histogram of its outputs at every call as one image column.
+
+    Pixel (bin b, call k) is ``log1p(count)`` (log so that the few large values stay visible next to the
+    many near zero); time runs left to right, values bottom to top (``origin='lower'``). Needs
+    ``ActivationStats(..., bins=...)``.
+    """
+    hists = stats.hists
+    low, high = stats.hist_range
+    fig, axes = new_figure(1, len(hists), figsize=(3.2 * len(hists), 3.2))
+    for ax, label, hist in zip(axes[0], _layer_labels(stats, labels), hists):
+        calls = max(hist.shape[0], 1)
+        ax.imshow(torch.log1p(hist).T.numpy(), origin="lower", aspect="auto", cmap="viridis",
+                  extent=(0, calls, low, high), interpolation="nearest")
+        ax.set(title=label, xlabel="forward call (batch)", ylabel="activation value")
+    fig.suptitle("Histogram of the activations over training (colour: log(1 + count))")
+    return fig
+
+
+def dead_chart(stats, labels: list[str] | None = None) -> Figure:
+    """Fraction of near-zero outputs (``|x| <= near_zero``) per layer over calls: dead ReLUs show up near 1."""
+    fig, axes = new_figure()
+    ax = axes[0][0]
+    for label, fractions in zip(_layer_labels(stats, labels), stats.near_zero_fractions):
+        ax.plot(fractions.numpy(), label=label)
+    ax.set(title=f"Fraction of near-zero activations (|x| <= {stats.near_zero:g})", xlabel="forward call (batch)",
+           ylabel="fraction", ylim=(0, 1))
+    ax.legend(fontsize="small")
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Running statistics (Q1): EMA vs cumulative average vs exact
+
+def _noise_bands(est: RunningEstimates, channel: int, values_per_batch: int | None):
+    r"""Predicted stationary noise (std) of the EMA of the batch mean and of the batch variance.
+
+    A batch mean of ``n`` values has std :math:`\sigma/\sqrt n`; for Gaussian data the unbiased batch variance
+    has std :math:`\sigma^2\sqrt{2/(n-1)}`. The EMA shrinks both by :math:`\sqrt{m/(2-m)}` (``ema_noise_std``).
+    """
+    n = values_per_batch or est.batch_size
+    if n < 2:
+        raise ValueError(f"expected at least 2 values per channel per batch, got {n}")
+    var = est.exact_var[:, channel]
+    mean_band = ema_noise_std(est.momentum, (var / n).sqrt())
+    var_band = ema_noise_std(est.momentum, var * (2.0 / (n - 1)) ** 0.5)
+    return mean_band, var_band
+
+
+def plot_running_estimates(est: RunningEstimates, channel: int = 0, values_per_batch: int | None = None) -> Figure:
+    """``running_mean`` (left) and ``running_var`` (right) of one channel after each batch.
+
+    Lines: EMA with ``est.momentum`` (PyTorch's default update), cumulative average (``momentum=None``), exact
+    statistics of all values so far; dots: each batch's own mean; band: exact +- the EMA's predicted noise std.
+    ``values_per_batch`` defaults to ``est.batch_size`` (set it to N*H*W for conv feature maps).
+    """
+    mean_band, var_band = _noise_bands(est, channel, values_per_batch)
+    steps = torch.arange(1, est.ema_mean.shape[0] + 1).numpy()
+    fig, axes = new_figure(1, 2, figsize=(10, 3.8))
+    ax_mean, ax_var = axes[0]
+    ax_mean.plot(steps, est.batch_mean[:, channel].numpy(), ".", ms=2, alpha=0.3, color="grey", label="batch mean")
+    for ax, exact, band, ema, cumulative, name in (
+            (ax_mean, est.exact_mean, mean_band, est.ema_mean, est.cumulative_mean, "running_mean"),
+            (ax_var, est.exact_var, var_band, est.ema_var, est.cumulative_var, "running_var")):
+        exact = exact[:, channel]
+        ax.fill_between(steps, (exact - band).numpy(), (exact + band).numpy(), color="tab:blue", alpha=0.15,
+                        label="exact +- EMA noise std")
+        ax.plot(steps, ema[:, channel].numpy(), color="tab:blue", lw=1, label=f"EMA (momentum={est.momentum:g})")
+        ax.plot(steps, cumulative[:, channel].numpy(), color="tab:orange", lw=1.5,
+                label="cumulative (momentum=None)")
+        ax.plot(steps, exact.numpy(), color="black", lw=1, ls="--", label="exact (all values so far)")
+        ax.set(title=name, xlabel="batch", ylabel=name)
+    ax_mean.set_ylim(*_robust_limits(est.ema_mean[:, channel], est.exact_mean[:, channel], mean_band))
+    ax_var.set_ylim(*_robust_limits(est.ema_var[:, channel], est.exact_var[:, channel], var_band))
+    ax_var.legend(fontsize="small")
+    fig.suptitle(f"Running estimates of channel {channel}, batch size {est.batch_size}")
+    return fig
+
+
+def _robust_limits(ema: Tensor, exact: Tensor, band: Tensor) -> tuple[float, float]:
+    """y-limits that show the EMA and the band after the first few batches (the start is off the scale)."""
+    start = min(len(ema) - 1, max(len(ema) // 10, 1))
+    values = torch.cat([ema[start:], exact[start:] - band[start:], exact[start:] + band[start:]])
+    low, high = float(values.min()), float(values.max())
+    pad = 0.1 * (high - low) or 0.1
+    return low - pad, high + pad
+
+
+def plot_running_error(est: RunningEstimates, channel: int = 0, values_per_batch: int | None = None) -> Figure:
+    """``|estimate - exact|`` of the running mean for the EMA and the cumulative average, log scale.
+
+    The EMA's error stops shrinking at the level of its noise (dashed line, ``ema_noise_std``); the
+    cumulative average keeps converging like ``1 / sqrt(batches)``.
+    """
+    mean_band, _ = _noise_bands(est, channel, values_per_batch)
+    exact = est.exact_mean[:, channel]
+    steps = torch.arange(1, len(exact) + 1).numpy()
+    fig, axes = new_figure()
+    ax = axes[0][0]
+    tiny = torch.finfo(exact.dtype).tiny  # keep zeros plottable on a log axis
+    ax.plot(steps, (est.ema_mean[:, channel] - exact).abs().clamp_min(tiny).numpy(), lw=1,
+            label=f"|EMA - exact| (momentum={est.momentum:g})")
+    ax.plot(steps, (est.cumulative_mean[:, channel] - exact).abs().clamp_min(tiny).numpy(), lw=1,
+            label="|cumulative - exact|")
+    ax.plot(steps, mean_band.numpy(), color="black", ls="--", label="predicted EMA noise std")
+    ax.set(yscale="log", title=f"Error of running_mean, channel {channel}", xlabel="batch", ylabel="absolute error")
+    ax.legend(fontsize="small")
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------------------
+# GroupNorm (Q8): which elements share one mean and variance
+
+def group_statistic_ids(num_channels: int, num_groups: int, batch_size: int = 2, height: int = 4,
+                        width: int = 4) -> Tensor:
+    """Integer tensor ``(N, C, H, W)``: elements with the same id are normalized with the same mean and variance.
+
+    GroupNorm splits the C channels into ``num_groups`` consecutive groups of ``C / G`` channels and computes
+    one statistic per (sample, group), over (C/G, H, W): id = ``n * G + c // (C / G)``. ``G = 1`` gives
+    LayerNorm's statistics (one per sample), ``G = C`` InstanceNorm's (one per sample and channel).
+    """
+    if num_groups < 1 or num_channels % num_groups != 0:
+        raise ValueError(f"expected num_groups dividing num_channels={num_channels}, got {num_groups}")
+    group = torch.arange(num_channels) // (num_channels // num_groups)
+    ids = torch.arange(batch_size).view(-1, 1) * num_groups + group.view(1, -1)
+    return ids.view(batch_size, num_channels, 1, 1).expand(batch_size, num_channels, height, width).contiguous()
+
+
+def plot_group_norm(num_channels: int, num_groups: int, height: int = 4, width: int = 4,
+                    samples: int = 2) -> Figure:
+    """One panel per sample: channels (rows) x spatial positions (columns), coloured by shared statistic.
+
+    Same colour = same mean and variance. Different samples never share (colours differ between panels).
+    """
+    ids = group_statistic_ids(num_channels, num_groups, samples, height, width)
+    per_group = num_channels // num_groups
+    cmap = matplotlib.colormaps["tab20"].resampled(max(samples * num_groups, 2))
+    fig, axes = new_figure(1, samples, figsize=(3.4 * samples, 3.2))
+    for n, ax in enumerate(axes[0]):
+        ax.imshow(ids[n].reshape(num_channels, height * width).numpy(), cmap=cmap, vmin=-0.5,
+                  vmax=samples * num_groups - 0.5, aspect="auto", interpolation="nearest")
+        ax.set_yticks(range(num_channels))
+        ax.hlines([c - 0.5 for c in range(per_group, num_channels, per_group)], -0.5, height * width - 0.5,
+                  colors="white", lw=2)
+        ax.set(title=f"sample {n}", xlabel="spatial position h*W + w", ylabel="channel c")
+    kind = " = LayerNorm statistics" if num_groups == 1 else (" = InstanceNorm statistics"
+                                                              if num_groups == num_channels else "")
+    fig.suptitle(f"GroupNorm(G={num_groups}, C={num_channels}){kind}: {per_group} channel(s) x {height}x{width} "
+                 f"positions per statistic")
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training curves (Recorder, Q2 and Q5)
+
+def plot_recorder_loss(recorder) -> Figure:
+    """Training loss per batch and validation loss at the end of each epoch."""
+    fig, axes = new_figure()
+    ax = axes[0][0]
+    ax.plot(range(1, len(recorder.losses) + 1), recorder.losses, lw=1, label="train (per batch)")
+    valid = [(i + 1, e["valid_loss"]) for i, e in enumerate(recorder.epochs) if "valid_loss" in e]
+    if valid:
+        ax.plot([epoch * recorder.batches_per_epoch for epoch, _ in valid], [v for _, v in valid], "o-",
+                label="valid (end of epoch)")
+    ax.set(title="Loss", xlabel="training batch", ylabel="loss")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def plot_recorder_accuracy(recorder) -> Figure:
+    """Training (running, in train mode) and validation accuracy per epoch."""
+    fig, axes = new_figure()
+    ax = axes[0][0]
+    for key in ("train_accuracy", "valid_accuracy"):
+        points = [(i + 1, e[key]) for i, e in enumerate(recorder.epochs) if key in e]
+        ax.plot([p for p, _ in points], [a for _, a in points], "o-", label=key.replace("_", " "))
+    ax.set(title="Accuracy", xlabel="epoch", ylabel="accuracy")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def plot_recorder_param(recorder, name: str = "lr") -> Figure:
+    """An optimizer hyper-parameter (param group 0) per training batch, e.g. a schedule set by ParamScheduler."""
+    values = recorder.hypers.get(name)
+    if not values:
+        raise ValueError(f"expected a recorded hyper-parameter ({', '.join(k for k, v in recorder.hypers.items() if v)}"
+                         f"), got {name!r}")
+    fig, axes = new_figure()
+    ax = axes[0][0]
+    ax.plot(range(1, len(values) + 1), values, label=name)
+    ax.set(title=f"Schedule of {name}", xlabel="training batch", ylabel=name)
+    ax.legend(fontsize="small")
+    return fig
