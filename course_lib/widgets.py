@@ -1,0 +1,155 @@
+"""Interactive explorers (ipywidgets) for Q1 and Q8: sliders -> pure functions -> a readout and a picture.
+
+The work is done by pure functions that the tests call directly (:func:`running_stats_experiment`,
+:func:`group_norm_summary` and the figures of :mod:`course_lib.plots`); the explorers only connect sliders to
+them. Each explorer returns an ``ipywidgets.VBox`` holding a description, the slider(s), an
+``ipywidgets.HTML`` readout with the numbers and an ``ipywidgets.Image`` with the plot (PNG bytes); every slider
+change recomputes both. One update takes about 0.2 s on one CPU thread (mostly drawing the PNG).
+"""
+from __future__ import annotations
+
+import ipywidgets as widgets
+import torch
+
+from . import norms
+from .plots import figure_to_png, plot_group_norm, plot_running_estimates
+from .stats import RunningEstimates, ema_effective_window, ema_noise_std, track_running_estimates
+
+__all__ = ["seeded_normal_batches", "running_stats_experiment", "running_stats_explorer", "divisors",
+           "group_norm_summary", "group_norm_explorer"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# (a) Q1: how running_mean / running_var track the true statistics, for a momentum and a batch size
+
+def seeded_normal_batches(n_batches: int, batch_size: int, channels: int = 1, seed: int = 0) -> torch.Tensor:
+    """``(n_batches, batch_size, channels)`` samples of N(0, 1) from a generator seeded with ``seed``."""
+    if n_batches < 1 or batch_size < 2:
+        raise ValueError(f"expected n_batches >= 1 and batch_size >= 2, got {n_batches} and {batch_size}")
+    return torch.randn(n_batches, batch_size, channels, generator=torch.Generator().manual_seed(seed))
+
+
+def running_stats_experiment(momentum: float, batch_size: int, n_batches: int = 300,
+                             seed: int = 0) -> tuple[RunningEstimates, dict[str, float]]:
+    """Feed seeded N(0, 1) batches to BatchNorm with ``momentum`` and with ``momentum=None``; measure the EMA noise.
+
+    Returns the histories (:func:`course_lib.stats.track_running_estimates`) and a summary:
+    ``final_ema_error`` = |EMA - exact| of the running mean after the last batch, ``final_cumulative_error``
+    the same for the cumulative average, ``predicted_noise`` = ``ema_noise_std(momentum, 1 / sqrt(batch_size))``
+    (a batch mean of N(0, 1) values has std 1/sqrt(n)), ``measured_noise`` = RMS of EMA - exact over the second
+    half of the batches, and ``effective_window`` = (2 - m) / m batches.
+    """
+    est = track_running_estimates(seeded_normal_batches(n_batches, batch_size, 1, seed), momentum)
+    ema_error = est.ema_mean[:, 0] - est.exact_mean[:, 0]
+    summary = {
+        "momentum": momentum,
+        "batch_size": batch_size,
+        "final_ema_error": abs(float(ema_error[-1])),
+        "final_cumulative_error": abs(float(est.cumulative_mean[-1, 0] - est.exact_mean[-1, 0])),
+        "predicted_noise": ema_noise_std(momentum, 1.0 / batch_size ** 0.5),
+        "measured_noise": float(ema_error[n_batches // 2:].square().mean().sqrt()),
+        "effective_window": ema_effective_window(momentum),
+    }
+    return est, summary
+
+
+def _running_stats_readout(s: dict[str, float]) -> str:
+    return (f"<b>momentum {s['momentum']:.2f}, batch size {s['batch_size']}</b> &rarr; "
+            f"final |EMA &minus; exact| = {s['final_ema_error']:.4f} "
+            f"(cumulative: {s['final_cumulative_error']:.1e}); "
+            f"EMA noise std predicted {s['predicted_noise']:.4f}, measured {s['measured_noise']:.4f}; "
+            f"the EMA is as noisy as a plain average of {s['effective_window']:.1f} batches")
+
+
+def running_stats_explorer(momentum: float = 0.1, batch_size: int = 20, n_batches: int = 300,
+                           seed: int = 0) -> widgets.VBox:
+    """Momentum and batch-size sliders over :func:`running_stats_experiment` (Q1).
+
+    Starts at PyTorch's default momentum 0.1 and seed 004's batches of 20: the EMA wobbles around the exact
+    mean by about 0.05 while the cumulative average settles.
+    """
+    description = widgets.HTML(
+        "Running statistics of BatchNorm on N(0, 1) batches. Try momentum 0.01 vs 0.5 (smooth but slow vs "
+        "noisy), and batch size 4 vs 200 (the noise band scales like 1/&radic;batch size).")
+    momentum_slider = widgets.FloatSlider(value=momentum, min=0.01, max=0.9, step=0.01, readout_format=".2f",
+                                          description="momentum", continuous_update=False)
+    batch_slider = widgets.IntSlider(value=batch_size, min=2, max=256, step=1, description="batch size",
+                                     continuous_update=False)
+    readout = widgets.HTML()
+    image = widgets.Image(format="png")
+
+    def update(change=None) -> None:
+        est, summary = running_stats_experiment(momentum_slider.value, batch_slider.value, n_batches, seed)
+        readout.value = _running_stats_readout(summary)
+        image.value = figure_to_png(plot_running_estimates(est))
+
+    for slider in (momentum_slider, batch_slider):
+        slider.observe(update, names="value")
+    update()
+    return widgets.VBox([description, widgets.HBox([momentum_slider, batch_slider]), readout, image])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# (b) Q8: which elements share statistics in GroupNorm, for every valid number of groups
+
+def divisors(n: int) -> list[int]:
+    """The valid numbers of groups for ``n`` channels: every divisor of ``n``, ascending."""
+    if n < 1:
+        raise ValueError(f"expected a positive number of channels, got {n}")
+    return [g for g in range(1, n + 1) if n % g == 0]
+
+
+def group_norm_summary(num_channels: int, num_groups: int, batch_size: int = 20, height: int = 10,
+                       width: int = 10, seed: int = 0) -> dict[str, float]:
+    """Sizes of GroupNorm's statistics and how far its output is from LayerNorm's and InstanceNorm's.
+
+    On a seeded ``(N, C, H, W)`` N(0, 1) tensor, without affine: ``max |GroupNorm - LayerNorm([C, H, W])|``
+    is 0 for G = 1 and ``max |GroupNorm - InstanceNorm2d|`` is 0 for G = C (up to rounding).
+    """
+    if num_channels % num_groups != 0:
+        raise ValueError(f"expected num_groups dividing num_channels={num_channels}, got {num_groups}")
+    x = torch.randn(batch_size, num_channels, height, width, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        grouped = norms.GroupNorm(num_groups, num_channels, affine=False)(x)
+        layer = norms.LayerNorm([num_channels, height, width], elementwise_affine=False)(x)
+        instance = norms.InstanceNorm2d(num_channels)(x)
+    return {
+        "num_groups": num_groups,
+        "channels_per_group": num_channels // num_groups,
+        "values_per_statistic": num_channels // num_groups * height * width,
+        "statistics_per_batch": batch_size * num_groups,
+        "max_diff_layer_norm": float((grouped - layer).abs().max()),
+        "max_diff_instance_norm": float((grouped - instance).abs().max()),
+    }
+
+
+def _group_norm_readout(s: dict[str, float], num_channels: int) -> str:
+    return (f"<b>G = {s['num_groups']}</b>: {s['channels_per_group']} of {num_channels} channels per group, "
+            f"{s['values_per_statistic']} values per mean/variance, {s['statistics_per_batch']} statistics per batch; "
+            f"max |GroupNorm &minus; LayerNorm| = {s['max_diff_layer_norm']:.2e}, "
+            f"max |GroupNorm &minus; InstanceNorm| = {s['max_diff_instance_norm']:.2e}")
+
+
+def group_norm_explorer(num_channels: int = 6, num_groups: int = 3, batch_size: int = 20, height: int = 10,
+                        width: int = 10, samples_shown: int = 2) -> widgets.VBox:
+    """A slider over the valid G (divisors of C) for GroupNorm on ``(N, C, H, W)`` (Q8: N=20, C=6, H=W=10, G=3)."""
+    options = divisors(num_channels)
+    if num_groups not in options:
+        raise ValueError(f"expected num_groups in {options} (divisors of C={num_channels}), got {num_groups}")
+    description = widgets.HTML(
+        f"GroupNorm on a ({batch_size}, {num_channels}, {height}, {width}) tensor: same colour = same mean and "
+        "variance. Try G=1 (LayerNorm's statistics) and G=C (InstanceNorm's).")
+    groups_slider = widgets.SelectionSlider(options=options, value=num_groups, description="groups G",
+                                            continuous_update=False)
+    readout = widgets.HTML()
+    image = widgets.Image(format="png")
+
+    def update(change=None) -> None:
+        summary = group_norm_summary(num_channels, groups_slider.value, batch_size, height, width)
+        readout.value = _group_norm_readout(summary, num_channels)
+        image.value = figure_to_png(plot_group_norm(num_channels, groups_slider.value, height, width,
+                                                    samples_shown))
+
+    groups_slider.observe(update, names="value")
+    update()
+    return widgets.VBox([description, groups_slider, readout, image])
