@@ -19,7 +19,7 @@ from .stats import RunningEstimates, ema_noise_std
 
 __all__ = ["new_figure", "figure_to_png", "plot_stats", "color_dim", "dead_chart", "plot_running_estimates",
            "plot_running_error", "group_statistic_ids", "plot_group_norm", "plot_recorder_loss",
-           "plot_recorder_accuracy", "plot_recorder_param"]
+           "plot_recorder_accuracy", "plot_recorder_param", "plot_curves", "match_ylims"]
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (8, 3.5), **kwargs):
@@ -255,3 +255,58 @@ def plot_recorder_param(recorder, name: str = "lr") -> Figure:
     ax.set(title=f"Schedule of {name}", xlabel="training batch", ylabel=name)
     ax.legend(fontsize="small")
     return fig
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Sweeps and histories (Q1-Q3): a few labelled curves over one x axis; figures made comparable
+
+def plot_curves(x, curves: dict, title: str, xlabel: str, ylabel: str, *, styles: dict | None = None,
+                logx: bool = False, logy: bool = False, ylim: tuple[float, float] | None = None,
+                hline: tuple[float, str] | None = None) -> Figure:
+    """One line per entry of ``curves`` (label -> y values over the shared ``x``), e.g. accuracy per learning rate.
+
+    ``styles`` maps a label to keyword arguments of ``Axes.plot`` (``{"fmt": "--", "color": "black"}``; ``fmt``
+    is the format string, default ``"o-"`` for up to 12 points and ``"-"`` for more). ``hline=(y, label)``
+    draws a dotted reference line (chance level, a target). Used for the learning-rate, init-scale and
+    batch-size sweeps (Q2) and for histories over training steps (Q1, Q3).
+    """
+    x = list(x)
+    styles = styles or {}
+    fig, axes = new_figure()
+    ax = axes[0][0]
+    for label, y in curves.items():
+        y = list(y)
+        if len(y) != len(x):
+            raise ValueError(f"expected {len(x)} values for curve {label!r} (one per x), got {len(y)}")
+        kwargs = dict(styles.get(label, {}))
+        fmt = kwargs.pop("fmt", "o-" if len(x) <= 12 else "-")
+        ax.plot(x, y, fmt, label=label, **kwargs)
+    if hline is not None:
+        ax.axhline(hline[0], color="grey", ls=":", label=hline[1])
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel, xscale="log" if logx else "linear",
+           yscale="log" if logy else "linear")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    if logx and len(x) <= 12:
+        ax.set_xticks(x, [f"{v:g}" for v in x])
+        ax.minorticks_off()
+    ax.legend(fontsize="small")
+    return fig
+
+
+def match_ylims(figures) -> list[Figure]:
+    """Give the k-th axes of every figure the union of their y-ranges, so figures shown one after the other compare.
+
+    E.g. two :func:`plot_stats` figures, with and without BatchNorm, on the same mean and std scales.
+    All figures must have the same number of axes. Returns the figures.
+    """
+    figures = list(figures)
+    counts = {len(fig.axes) for fig in figures}
+    if len(counts) > 1:
+        raise ValueError(f"expected figures with the same number of axes, got {sorted(counts)}")
+    for column in range(counts.pop() if counts else 0):
+        low = min(fig.axes[column].get_ylim()[0] for fig in figures)
+        high = max(fig.axes[column].get_ylim()[1] for fig in figures)
+        for fig in figures:
+            fig.axes[column].set_ylim(low, high)
+    return figures
