@@ -11,6 +11,7 @@ import io
 
 import matplotlib
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 from matplotlib.figure import Figure
 from torch import Tensor
@@ -19,7 +20,8 @@ from .stats import RunningEstimates, ema_noise_std
 
 __all__ = ["new_figure", "figure_to_png", "plot_stats", "color_dim", "dead_chart", "plot_running_estimates",
            "plot_running_error", "group_statistic_ids", "plot_group_norm", "plot_recorder_loss",
-           "plot_recorder_accuracy", "plot_recorder_param", "plot_curves", "match_ylims"]
+           "plot_recorder_accuracy", "plot_recorder_param", "plot_curves", "match_ylims",
+           "NORMALIZATION_LAYERS", "shared_statistic_mask", "plot_normalization_overview"]
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (8, 3.5), **kwargs):
@@ -310,3 +312,78 @@ def match_ylims(figures) -> list[Figure]:
         for fig in figures:
             fig.axes[column].set_ylim(low, high)
     return figures
+
+
+# ----------------------------------------------------------------------------------------------------------
+# All layers side by side (closing overview of Q9): which values share one statistic
+
+NORMALIZATION_LAYERS = ("BatchNorm", "LayerNorm", "InstanceNorm", "GroupNorm", "RMSNorm", "RunningBatchNorm")
+_REDUCED_OVER = {"BatchNorm": "(N, H·W) per channel", "LayerNorm": "(C, H·W) per sample",
+                 "InstanceNorm": "(H·W) per sample and channel", "GroupNorm": "(C/G, H·W) per sample and group",
+                 "RMSNorm": "(C, H·W) per sample, no centring", "RunningBatchNorm": "(N, H·W) per channel + history"}
+
+
+def shared_statistic_mask(layer: str, batch_size: int = 4, num_channels: int = 6, spatial: int = 5,
+                          num_groups: int = 2) -> Tensor:
+    """Boolean ``(N, C, H*W)``: the values that share one mean and variance with value ``(0, 0, 0)`` in ``layer``.
+
+    ``layer`` is one of :data:`NORMALIZATION_LAYERS`. BatchNorm and RunningBatchNorm reduce over (N, H*W) per
+    channel (RunningBatchNorm also merges earlier batches, which a single input cannot show); LayerNorm and
+    RMSNorm over (C, H*W) per sample (``normalized_shape = (C, H, W)``); InstanceNorm over H*W per sample and
+    channel; GroupNorm(``num_groups``, C) over the C/G channels of the first group and H*W, per sample.
+    """
+    if layer not in NORMALIZATION_LAYERS:
+        raise ValueError(f"expected one of {NORMALIZATION_LAYERS}, got {layer!r}")
+    if num_groups < 1 or num_channels % num_groups != 0:
+        raise ValueError(f"expected num_groups dividing num_channels={num_channels}, got {num_groups}")
+    mask = torch.zeros(batch_size, num_channels, spatial, dtype=torch.bool)
+    if layer in ("BatchNorm", "RunningBatchNorm"):
+        mask[:, 0, :] = True
+    elif layer in ("LayerNorm", "RMSNorm"):
+        mask[0, :, :] = True
+    elif layer == "InstanceNorm":
+        mask[0, 0, :] = True
+    else:
+        mask[0, : num_channels // num_groups, :] = True
+    return mask
+
+
+def plot_normalization_overview(layers=NORMALIZATION_LAYERS, batch_size: int = 4, num_channels: int = 6,
+                                spatial: int = 5, num_groups: int = 2, history: int = 2) -> Figure:
+    """One cube per layer (Wu & He 2018, Fig. 2 style): the input ``(N, C, H*W)``, with the values that share
+    one statistic (:func:`shared_statistic_mask`) highlighted. RunningBatchNorm's cube gets ``history`` extra
+    slices along N for the earlier batches merged into its statistics; RMSNorm's block is coloured differently
+    (a mean square, no mean)."""
+    from matplotlib.patches import Patch
+
+    layers = tuple(layers)
+    if not layers:
+        raise ValueError("expected at least one layer to draw, got none")
+    colours = {"shared": "#2b8cbe", "rms": "#e6550d", "past": "#a6cee3c0", "other": "#e0e0e040"}
+    cols = min(3, len(layers))
+    rows = -(-len(layers) // cols)
+    fig = plt.figure(figsize=(4.2 * cols, 4.0 * rows + 0.6))
+    plt.close(fig)
+    for k, layer in enumerate(layers):
+        ax = fig.add_subplot(rows, cols, k + 1, projection="3d")
+        mask = shared_statistic_mask(layer, batch_size, num_channels, spatial, num_groups).numpy()
+        extra = history if layer == "RunningBatchNorm" else 0
+        facecolors = np.full((batch_size + extra, num_channels, spatial), colours["other"], dtype=object)
+        facecolors[extra:][mask] = colours["rms"] if layer == "RMSNorm" else colours["shared"]
+        facecolors[:extra, 0, :] = colours["past"]
+        ax.voxels(np.ones(facecolors.shape, dtype=bool), facecolors=facecolors, edgecolor="#555555", linewidth=0.3)
+        ax.set_xlabel("N (batch)" + (" + earlier batches" if extra else ""), labelpad=-8)
+        ax.set_ylabel("C (channels)", labelpad=-8)
+        ax.set_zlabel("H·W (spatial)", labelpad=-8)
+        ax.set_xticks([]), ax.set_yticks([]), ax.set_zticks([])
+        ax.set_title(f"{layer}\none statistic over {_REDUCED_OVER[layer]}", fontsize=10)
+        ax.view_init(elev=20, azim=-60)
+    handles = [Patch(facecolor=colours["shared"], label="values sharing one mean and variance"),
+               Patch(facecolor=colours["rms"], label="RMSNorm: values sharing one mean square (no mean)"),
+               Patch(facecolor=colours["past"][:7], label="RunningBatchNorm: earlier batches, weight 1 - a"),
+               Patch(facecolor=colours["other"][:7], label="other values (other statistics)")]
+    fig.suptitle("Which values share one statistic: each cube is an input (N, C, H·W)")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.legend(handles=handles, loc="lower center", ncol=2, frameon=False)
+    return fig
+
