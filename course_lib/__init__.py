@@ -1,5 +1,13 @@
 """course_lib: the library behind the normalization course (notebooks Q1-Q9).
 
-Modules: ``norms`` (the layers), ``functional`` (their shared core), ``stats`` (streaming statistics).
+One concept per module:
+
+* ``norms`` -- the layers (BatchNorm1d/2d/3d, InstanceNorm1d/2d/3d, LayerNorm, GroupNorm, RMSNorm,
+  RunningBatchNorm), drop-in replacements for ``torch.nn``'s; ``functional`` -- their shared core;
+* ``stats`` -- streaming statistics (EMA, cumulative average, Welford/Chan, EMA noise);
+* ``data`` -- offline digits data set and loaders; ``models`` -- the CNN that takes any norm;
+* ``training`` -- a small Learner with callbacks, schedules, recalibration; ``hooks`` -- activation statistics;
+* ``plots`` -- figures; ``widgets`` -- ipywidgets explorers; ``quiz`` -- self-check questions of the notebooks;
+* ``grading``, ``grading_guard``, ``autograde``, ``autograde_steps``, ``release`` -- exercises and nbgrader.
 """
 __version__ = "0.1.0"
