@@ -20,16 +20,15 @@ event                  when
 A callback cancels the rest of a batch, an epoch or the whole fit by raising :class:`CancelBatchException`,
 :class:`CancelEpochException` or :class:`CancelFitException`; the matching ``after_*`` event still runs.
 
-Schedules are functions of the training position ``p`` in [0, 1] (fraction of all training batches done):
-:func:`sched_lin`, :func:`sched_cos`, :func:`sched_exp`, :func:`sched_no`, glued by :func:`combine_scheds`;
-:func:`one_cycle` builds fastai's one-cycle policy. :class:`ParamScheduler` writes a schedule into an optimizer
+Schedules (``course_lib.schedules``, re-exported here) are functions of the training position ``p`` in [0, 1]
+(fraction of all training batches done): ``sched_lin``, ``sched_cos``, ``sched_exp``, ``sched_no``, glued by
+``combine_scheds``; :func:`one_cycle` builds fastai's one-cycle policy from them. :class:`ParamScheduler` writes a schedule into an optimizer
 hyper-parameter before every training batch (Q5). :func:`recalibrate_batchnorm` recomputes BatchNorm's running
 statistics as exact averages after training (teaching point 6, Q5).
 """
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 from typing import Callable, Iterable, Sequence
 
@@ -38,11 +37,12 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .schedules import Schedule, combine_scheds, sched_cos, sched_exp, sched_lin, sched_no  # noqa: F401 (re-exported)
+
 __all__ = ["CancelFitException", "CancelEpochException", "CancelBatchException", "Callback", "Learner",
            "Recorder", "ParamScheduler", "evaluate", "sched_lin", "sched_cos", "sched_exp", "sched_no",
            "combine_scheds", "one_cycle", "recalibrate_batchnorm", "set_seed"]
 
-Schedule = Callable[[float], float]
 
 
 class CancelFitException(Exception):
@@ -289,49 +289,6 @@ class ParamScheduler(Callback):
             value = self.sched(self.learner.train_iter / self.learner.n_train_iters)
             for group in self.learner.opt.param_groups:
                 _set_hyper(group, self.param_name, value)
-
-
-def sched_lin(start: float, end: float) -> Schedule:
-    """Linear: ``start + p * (end - start)``."""
-    return lambda p: start + p * (end - start)
-
-
-def sched_cos(start: float, end: float) -> Schedule:
-    """Half a cosine from ``start`` to ``end``: ``start + (1 - cos(pi * p)) / 2 * (end - start)``."""
-    return lambda p: start + (1 - math.cos(math.pi * p)) / 2 * (end - start)
-
-
-def sched_exp(start: float, end: float) -> Schedule:
-    """Geometric: ``start * (end / start) ** p`` (linear on a log scale; needs positive values)."""
-    if start <= 0 or end <= 0:
-        raise ValueError(f"expected positive start and end for an exponential schedule, got {start}, {end}")
-    return lambda p: start * (end / start) ** p
-
-
-def sched_no(start: float, end: float | None = None) -> Schedule:
-    """Constant ``start`` (``end`` is ignored; same signature as the others)."""
-    return lambda p: start
-
-
-def combine_scheds(pcts: Sequence[float], scheds: Sequence[Schedule]) -> Schedule:
-    """Schedule ``k`` runs for the fraction ``pcts[k]`` of training, seeing its own position rescaled to [0, 1].
-
-    ``combine_scheds([0.3, 0.7], [sched_cos(0.1, 1), sched_cos(1, 0)])`` warms up for 30 % then anneals.
-    """
-    pcts = [float(p) for p in pcts]
-    if len(pcts) != len(scheds):
-        raise ValueError(f"expected one fraction per schedule ({len(scheds)}), got {len(pcts)}")
-    if any(p < 0 for p in pcts) or not math.isclose(sum(pcts), 1.0, abs_tol=1e-6):
-        raise ValueError(f"expected non-negative fractions summing to 1, got {pcts} (sum {sum(pcts):g})")
-    edges = np.cumsum([0.0, *pcts])
-
-    def combined(p: float) -> float:
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"expected a training position p in [0, 1], got {p}")
-        k = max(i for i in range(len(pcts)) if pcts[i] > 0 and edges[i] <= p)
-        return scheds[k](min((p - edges[k]) / pcts[k], 1.0))
-
-    return combined
 
 
 def one_cycle(lr_max: float, pct_start: float = 0.3, div_start: float = 25.0, div_final: float = 1e4,
