@@ -48,11 +48,16 @@ class Choice:
     explanations: dict = field(default_factory=dict)
 
     def accepts(self, answer) -> bool:
-        return isinstance(answer, str) and sorted(answer.strip().lower()) == sorted(self.correct)
+        return isinstance(answer, str) and _letters(answer) == sorted(self.correct)
 
     def describe(self, answer) -> str:
         letters = "".join(chr(ord("a") + i) for i in range(len(self.options)))
         return f"expected one of the letters {letters!r} (or several, e.g. 'ac'), got {answer!r}"
+
+
+def _letters(answer: str) -> list[str]:
+    """The answer's letters, sorted: "b, c", "c b" and "bc" are the same answer."""
+    return sorted(ch for ch in answer.lower() if ch.isalpha())
 
 
 def _load_questions() -> dict[str, Number | Choice]:
@@ -84,8 +89,8 @@ def feedback(question_id: str, answer) -> tuple[bool | None, str]:
     question = QUESTIONS[question_id]
     if answer is None or answer is Ellipsis:
         return None, f"{question_id}: not answered yet - replace None with your answer and run the cell again."
-    if isinstance(question, Choice) and isinstance(answer, str) and answer.strip().lower() in question.explanations:
-        extra = " " + question.explanations[answer.strip().lower()]
+    if isinstance(question, Choice) and isinstance(answer, str) and "".join(_letters(answer)) in question.explanations:
+        extra = " " + question.explanations["".join(_letters(answer))]
     else:
         extra = ""
     if question.accepts(answer):

@@ -17,6 +17,9 @@ def test_number_and_choice_feedback(monkeypatch):
     assert correct is False and "Hint" in message and "0.229" not in message
     assert quiz.feedback("T.1", "abc") == (False, "T.1: expected a number, got str.")
     assert quiz.feedback("T.2", " B ")[0] is True
+    monkeypatch.setitem(quiz.QUESTIONS, "T.3", Choice("bc", ("x", "y", "z"), "h"))
+    for spelling in ("bc", "c, b", "b,c", "B C"):
+        assert quiz.feedback("T.3", spelling)[0] is True, spelling
     correct, message = quiz.feedback("T.2", "a")
     assert correct is False and "decay form" in message
     assert "expected one of the letters 'abc'" in quiz.feedback("T.2", 3)[1]
