@@ -21,9 +21,8 @@ from lab_harness import REPO, NotebookDriver
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
-# While the real notebooks are being written, their cases are xfail(run=False) with the reason printed by -ra.
-# Set to False once notebooks/Q1_*.ipynb and notebooks/Q8_*.ipynb are in main: a missing notebook then fails.
-ALLOW_MISSING_NOTEBOOKS = True
+# The widget notebooks are part of the course: a missing one fails the test (no xfail allowance any more).
+ALLOW_MISSING_NOTEBOOKS = False
 
 # Expected sliders: name -> regex on the slider's label (description), case-insensitive. Every slider on the page is
 # moved and checked; these only make sure the ones the course promises are there.
