@@ -118,13 +118,15 @@ def plot_running_estimates(est: RunningEstimates, channel: int = 0, values_per_b
 
     Lines: EMA with ``est.momentum`` (PyTorch's default update), cumulative average (``momentum=None``), exact
     statistics of all values so far; dots: each batch's own mean; band: exact +- the EMA's predicted noise std.
+    Both panels have a legend (the left one also names the dots, most of which lie outside its y-range).
     ``values_per_batch`` defaults to ``est.batch_size`` (set it to N*H*W for conv feature maps).
     """
     mean_band, var_band = _noise_bands(est, channel, values_per_batch)
     steps = torch.arange(1, est.ema_mean.shape[0] + 1).numpy()
-    fig, axes = new_figure(1, 2, figsize=(10, 3.8))
+    fig, axes = new_figure(1, 2, figsize=(11, 4.2))
     ax_mean, ax_var = axes[0]
-    ax_mean.plot(steps, est.batch_mean[:, channel].numpy(), ".", ms=2, alpha=0.3, color="grey", label="batch mean")
+    (dots,) = ax_mean.plot(steps, est.batch_mean[:, channel].numpy(), ".", ms=2, alpha=0.3, color="grey",
+                           label="batch mean")
     for ax, exact, band, ema, cumulative, name in (
             (ax_mean, est.exact_mean, mean_band, est.ema_mean, est.cumulative_mean, "running_mean"),
             (ax_var, est.exact_var, var_band, est.ema_var, est.cumulative_var, "running_var")):
@@ -136,9 +138,14 @@ def plot_running_estimates(est: RunningEstimates, channel: int = 0, values_per_b
                 label="cumulative (momentum=None)")
         ax.plot(steps, exact.numpy(), color="black", lw=1, ls="--", label="exact (all values so far)")
         ax.set(title=name, xlabel="batch", ylabel=name)
-    ax_mean.set_ylim(*_robust_limits(est.ema_mean[:, channel], est.exact_mean[:, channel], mean_band))
-    ax_var.set_ylim(*_robust_limits(est.ema_var[:, channel], est.exact_var[:, channel], var_band))
-    ax_var.legend(fontsize="small")
+    for ax, (low, high) in ((ax_mean, _robust_limits(est.ema_mean[:, channel], est.exact_mean[:, channel], mean_band)),
+                            (ax_var, _robust_limits(est.ema_var[:, channel], est.exact_var[:, channel], var_band))):
+        ax.set_ylim(low, high + 0.5 * (high - low))  # headroom: the legends sit above the curves, not on them
+    ax_var.legend(fontsize="small", loc="upper center", ncol=2)
+    # The left legend explains the grey dots too: each batch's own mean, spread by 1/sqrt(n), mostly off the scale.
+    handles, labels = ax_mean.get_legend_handles_labels()
+    labels = ["batch means (most off-scale)" if h is dots else label for h, label in zip(handles, labels)]
+    ax_mean.legend(handles, labels, fontsize="small", markerscale=4, loc="upper center", ncol=2)
     fig.suptitle(f"Running estimates of channel {channel}, batch size {est.batch_size}")
     return fig
 

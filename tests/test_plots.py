@@ -95,6 +95,8 @@ def test_running_estimates_plot_has_ema_cumulative_exact_and_noise_band(estimate
     expected = estimates.exact_mean[:, 1] + ema_noise_std(0.1, (estimates.exact_var[:, 1] / 20).sqrt())
     assert upper == pytest.approx(expected.max().item(), rel=1e-5)
     assert ax_var.get_legend() is not None
+    left = [t.get_text() for t in ax_mean.get_legend().get_texts()]  # the left panel names the grey dots too
+    assert left[0] == "batch means (most off-scale)" and "EMA (momentum=0.1)" in left
 
 
 def test_running_error_plot_compares_errors_with_the_predicted_noise(estimates):
