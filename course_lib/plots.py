@@ -19,7 +19,7 @@ from torch import Tensor
 from .stats import RunningEstimates, ema_noise_std
 
 __all__ = ["new_figure", "figure_to_png", "plot_stats", "color_dim", "dead_chart", "plot_running_estimates",
-           "plot_running_error", "group_statistic_ids", "plot_group_norm", "plot_recorder_loss",
+           "plot_running_error", "group_statistic_ids", "plot_group_norm", "batch_statistic_ids", "plot_batch_vs_layer_norm", "plot_recorder_loss",
            "plot_recorder_accuracy", "plot_recorder_param", "plot_curves", "match_ylims",
            "NORMALIZATION_LAYERS", "shared_statistic_mask", "plot_normalization_overview"]
 
@@ -220,6 +220,44 @@ def plot_group_norm(num_channels: int, num_groups: int, height: int = 4, width: 
                                                               if num_groups == num_channels else "")
     fig.suptitle(f"GroupNorm(G={num_groups}, C={num_channels}){kind}: {per_group} channel(s) x {height}x{width} "
                  f"positions per statistic")
+    return fig
+
+
+def batch_statistic_ids(num_channels: int, batch_size: int = 2, height: int = 4, width: int = 4) -> Tensor:
+    """Integer tensor ``(N, C, H, W)`` for BatchNorm: id = ``c``, one statistic per channel over (N, H, W).
+
+    The counterpart of :func:`group_statistic_ids`: values with the same id share one mean and variance, and
+    here that id is the same in every sample of the batch.
+    """
+    return torch.arange(num_channels).view(1, -1, 1, 1).expand(batch_size, num_channels, height, width).contiguous()
+
+
+def plot_batch_vs_layer_norm(num_channels: int = 6, samples: int = 3, height: int = 3, width: int = 3) -> Figure:
+    """BatchNorm (top row) against LayerNorm (bottom row), one panel per sample of a batch.
+
+    Each panel shows one sample's channels (rows) x spatial positions (columns), coloured by the statistic
+    the value is normalized with (:func:`batch_statistic_ids`, :func:`group_statistic_ids` with one group).
+    BatchNorm: one colour per channel row, the same colours in every sample's panel (a channel's statistic
+    mixes the whole batch); LayerNorm: one colour per panel, a different one in each (per sample). Q6.
+    """
+    from matplotlib.patches import Patch
+
+    rows = (("BatchNorm", batch_statistic_ids(num_channels, samples, height, width), "tab10", num_channels,
+             [f"channel {c}" for c in range(num_channels)]),
+            ("LayerNorm", group_statistic_ids(num_channels, 1, samples, height, width), "Dark2", samples,
+             [f"sample {n}" for n in range(samples)]))
+    fig, axes = new_figure(2, samples, figsize=(2.8 * samples + 1.8, 5.8))
+    for (name, ids, cmap_name, count, names), row_axes in zip(rows, axes):
+        cmap = matplotlib.colormaps[cmap_name].resampled(max(count, 2))
+        for n, ax in enumerate(row_axes):
+            ax.imshow(ids[n].reshape(num_channels, height * width).numpy(), cmap=cmap, vmin=-0.5, vmax=count - 0.5,
+                      aspect="auto", interpolation="nearest")
+            ax.set_yticks(range(num_channels))
+            ax.set(title=f"{name}: sample {n}", xlabel="spatial position h*W + w", ylabel="channel c")
+        row_axes[-1].legend(handles=[Patch(facecolor=cmap(k), label=f"statistic of {names[k]}") for k in range(count)],
+                            loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="small", title=name)
+    fig.suptitle("Same colour = same mean and variance. BatchNorm: one per channel, over the whole batch; "
+                 "LayerNorm: one per sample")
     return fig
 
 

@@ -142,6 +142,25 @@ def test_group_norm_picture_shows_the_ids_per_sample():
     assert "InstanceNorm" in plots.plot_group_norm(6, 6)._suptitle.get_text()
 
 
+def test_batch_ids_are_exactly_the_elements_batchnorm_normalizes_together():
+    x = torch.randn(3, 6, 4, 5, dtype=torch.float64)
+    y = cn.BatchNorm2d(6, affine=False).double()(x)
+    ids = plots.batch_statistic_ids(6, 3, 4, 5)
+    assert ids.shape == x.shape and ids.unique().numel() == 6
+    for i in ids.unique():
+        members = y[ids == i]
+        assert members.mean().abs() < 1e-10 and members.var(unbiased=False).item() == pytest.approx(1, rel=1e-4)
+
+
+def test_batch_vs_layer_norm_picture_shows_both_id_maps_per_sample():
+    fig = plots.plot_batch_vs_layer_norm(num_channels=4, samples=3, height=2, width=3)
+    assert_titled_and_labelled(fig)
+    bn_ids, ln_ids = plots.batch_statistic_ids(4, 3, 2, 3), plots.group_statistic_ids(4, 1, 3, 2, 3)
+    for k, ax in enumerate(fig.axes):
+        ids = bn_ids if k < 3 else ln_ids
+        np.testing.assert_array_equal(ax.get_images()[0].get_array(), ids[k % 3].reshape(4, 6).numpy())
+    assert [len(ax.get_legend().get_texts()) for ax in fig.axes if ax.get_legend()] == [4, 3]
+
 def test_recorder_plots_draw_the_recorded_numbers():
     torch.manual_seed(0)
     x, y = torch.randn(34, 4), torch.randint(0, 3, (34,))
