@@ -17,10 +17,10 @@ QUESTIONS = {
         rel_tol=1e-3,
     ),
     "Q1.3": Number(
-        1.0,
+        0.975,
         "running_var = (1 - m) * running_var + m * (unbiased variance), and the unbiased variance is "
         "sigma_B^2 * n / (n - 1) with n the number of values per feature in the batch (for BatchNorm1d on "
-        "(N, C): n = N).",
+        "(N, C): n = N). (0.96 used the biased variance; 0.75 forgot the momentum; 1.0 is the initial value.)",
         rel_tol=0.0, abs_tol=2e-3,
     ),
     "Q1.4": Number(
