@@ -26,9 +26,9 @@ QUESTIONS = {
          "conv -> ReLU -> conv -> BN (the first conv's bias)"),
         "A bias is redundant when the very next layer subtracts a mean over values that all carry the same bias: "
         "per channel, with nothing nonlinear in between.",
-        {"a": "Right for this one; is another block also fine without its bias?",
+        {"a": "Partly: (a) is one of them; is another block also fine without its bias?",
          "ab": "In conv -> ReLU -> BN the bias moves the ReLU's threshold; BN's beta comes after the ReLU.",
-         "c": "Right for this one (GroupNorm(C, C) subtracts a per-sample, per-channel mean); is there another?"},
+         "c": "Partly: (c) is one of them (GroupNorm(C, C) subtracts a per-sample, per-channel mean); is there another?"},
     ),
     "Q4.5": Choice(
         "b",
