@@ -29,7 +29,8 @@ QUESTIONS = {
     ),
     "Q3.5": Number(
         0.0009765625,
-        "10^4 lies between 2^13 = 8192 and 2^14; the spacing there is 2^(13 - 23).",
+        "10^4 lies between 2^13 = 8192 and 2^14; the spacing there is 2^(13 - 23). Give the exact value, a "
+        "power of 2 (0.001 is not one).",
         rel_tol=0.01,
     ),
     "Q3.6": Choice(
