@@ -207,7 +207,7 @@ def plot_group_norm(num_channels: int, num_groups: int, height: int = 4, width: 
     """
     ids = group_statistic_ids(num_channels, num_groups, samples, height, width)
     per_group = num_channels // num_groups
-    cmap = matplotlib.colormaps["tab20"].resampled(max(samples * num_groups, 2))
+    cmap = distinct_colormap(samples * num_groups)
     fig, axes = new_figure(1, samples, figsize=(3.4 * samples, 3.2))
     for n, ax in enumerate(axes[0]):
         ax.imshow(ids[n].reshape(num_channels, height * width).numpy(), cmap=cmap, vmin=-0.5,
@@ -218,9 +218,25 @@ def plot_group_norm(num_channels: int, num_groups: int, height: int = 4, width: 
         ax.set(title=f"sample {n}", xlabel="spatial position h*W + w", ylabel="channel c")
     kind = " = LayerNorm statistics" if num_groups == 1 else (" = InstanceNorm statistics"
                                                               if num_groups == num_channels else "")
-    fig.suptitle(f"GroupNorm(G={num_groups}, C={num_channels}){kind}: {per_group} channel(s) x {height}x{width} "
-                 f"positions per statistic")
+    channels = f"{per_group} channel{'s' if per_group != 1 else ''}"
+    positions = f"{height * width} position{'s' if height * width != 1 else ''} ({height}x{width})"
+    fig.suptitle(f"GroupNorm(G={num_groups}, C={num_channels}){kind}: {channels} x {positions} per statistic")
     return fig
+
+
+def distinct_colormap(n: int) -> matplotlib.colors.ListedColormap:
+    """A colormap of ``n`` pairwise different colours, for ``n`` integer ids shown with ``vmin=-0.5, vmax=n-0.5``.
+
+    Up to 20: ``tab20`` (resampled evenly, as the course always drew it); up to 60: the colours of ``tab20``,
+    ``tab20b`` and ``tab20c`` in turn (``tab20`` alone would repeat colours past 20, e.g. 24 ids for
+    GroupNorm(12, 12) on two samples); beyond: ``n`` evenly spaced colours of ``turbo``.
+    """
+    if n <= 20:
+        return matplotlib.colormaps["tab20"].resampled(max(n, 2))
+    if n <= 60:
+        colours = [c for name in ("tab20", "tab20b", "tab20c") for c in matplotlib.colormaps[name].colors]
+        return matplotlib.colors.ListedColormap(colours[:n])
+    return matplotlib.colors.ListedColormap(matplotlib.colormaps["turbo"](np.linspace(0, 1, n)))
 
 
 def batch_statistic_ids(num_channels: int, batch_size: int = 2, height: int = 4, width: int = 4) -> Tensor:

@@ -149,8 +149,12 @@ def group_norm_summary(num_channels: int, num_groups: int, batch_size: int = 20,
                        width: int = 10, seed: int = 0) -> dict[str, float]:
     """Sizes of GroupNorm's statistics and how far its output is from LayerNorm's and InstanceNorm's.
 
-    On a seeded ``(N, C, H, W)`` N(0, 1) tensor, without affine: ``max |GroupNorm - LayerNorm([C, H, W])|``
-    is 0 for G = 1 and ``max |GroupNorm - InstanceNorm2d|`` is 0 for G = C (up to rounding).
+    On a seeded ``(N, C, H, W)`` N(0, 1) tensor, without affine: ``|GroupNorm - LayerNorm([C, H, W])|`` is 0
+    for G = 1 and ``|GroupNorm - InstanceNorm2d|`` is 0 for G = C (up to rounding). Keys ``max_diff_*`` give
+    the largest difference over all N*C*H*W elements (one outlier decides it), ``mean_diff_*`` the mean
+    absolute difference, which moves steadily with G: towards InstanceNorm and away from LayerNorm as G grows.
+    ``std_of_means`` is the standard deviation of the N*G group means of the input: the sampling noise of one
+    statistic, about ``1 / sqrt(values_per_statistic)`` for N(0, 1) data (fewer values, noisier statistics).
     """
     if num_channels % num_groups != 0:
         raise ValueError(f"expected num_groups dividing num_channels={num_channels}, got {num_groups}")
@@ -166,14 +170,21 @@ def group_norm_summary(num_channels: int, num_groups: int, batch_size: int = 20,
         "statistics_per_batch": batch_size * num_groups,
         "max_diff_layer_norm": float((grouped - layer).abs().max()),
         "max_diff_instance_norm": float((grouped - instance).abs().max()),
+        "mean_diff_layer_norm": float((grouped - layer).abs().mean()),
+        "mean_diff_instance_norm": float((grouped - instance).abs().mean()),
+        "std_of_means": float(x.reshape(batch_size, num_groups, -1).mean(-1).std()),
     }
 
 
 def _group_norm_readout(s: dict[str, float], num_channels: int) -> str:
     return (f"<b>G = {s['num_groups']}</b>: {s['channels_per_group']} of {num_channels} channels per group, "
-            f"{s['values_per_statistic']} values per mean/variance, {s['statistics_per_batch']} statistics per batch; "
-            f"max |GroupNorm &minus; LayerNorm| = {s['max_diff_layer_norm']:.2e}, "
-            f"max |GroupNorm &minus; InstanceNorm| = {s['max_diff_instance_norm']:.2e}")
+            f"{s['values_per_statistic']} values per mean/variance, {s['statistics_per_batch']} "
+            f"statistics per batch; the group means scatter with std {s['std_of_means']:.3f} "
+            f"(1/&radic;{s['values_per_statistic']} = {s['values_per_statistic'] ** -0.5:.3f})<br>"
+            f"|GroupNorm &minus; LayerNorm|: mean {s['mean_diff_layer_norm']:.3f}, "
+            f"max {s['max_diff_layer_norm']:.2f}; "
+            f"|GroupNorm &minus; InstanceNorm|: mean {s['mean_diff_instance_norm']:.3f}, "
+            f"max {s['max_diff_instance_norm']:.2f}")
 
 
 def group_norm_explorer(num_channels: int = 6, num_groups: int = 3, batch_size: int = 20, height: int = 10,

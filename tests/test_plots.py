@@ -140,6 +140,18 @@ def test_group_norm_picture_shows_the_ids_per_sample():
     assert "G=3" in fig._suptitle.get_text()
     assert "LayerNorm" in plots.plot_group_norm(6, 1)._suptitle.get_text()
     assert "InstanceNorm" in plots.plot_group_norm(6, 6)._suptitle.get_text()
+    assert "1 channel x" in plots.plot_group_norm(6, 6)._suptitle.get_text()
+    assert "2 channels x 100 positions" in fig._suptitle.get_text()
+
+
+@pytest.mark.parametrize("channels, groups, samples", [(6, 3, 2), (12, 12, 2), (16, 16, 3), (64, 32, 2)])
+def test_group_norm_picture_gives_every_statistic_its_own_colour(channels, groups, samples):
+    fig = plots.plot_group_norm(channels, groups, height=2, width=2, samples=samples)
+    colours = set()
+    for ax in fig.axes:
+        image = ax.get_images()[0]
+        colours |= {tuple(c) for c in image.cmap(image.norm(np.unique(image.get_array()))).round(6)}
+    assert len(colours) == samples * groups
 
 
 def test_batch_ids_are_exactly_the_elements_batchnorm_normalizes_together():

@@ -100,6 +100,17 @@ def test_group_norm_summary_finds_layernorm_at_one_group_and_instancenorm_at_c_g
     assert six["max_diff_instance_norm"] < 1e-5 < six["max_diff_layer_norm"]
     assert min(three["max_diff_layer_norm"], three["max_diff_instance_norm"]) > 1e-2
     assert (three["values_per_statistic"], three["statistics_per_batch"]) == (2 * 10 * 10, 20 * 3)
+    assert one["mean_diff_layer_norm"] < 1e-6 and six["mean_diff_instance_norm"] < 1e-6
+
+
+def test_group_norm_summary_mean_differences_move_steadily_and_means_get_noisier_with_more_groups():
+    summaries = [explorers.group_norm_summary(6, g) for g in (1, 2, 3, 6)]
+    to_ln = [s["mean_diff_layer_norm"] for s in summaries]
+    to_in = [s["mean_diff_instance_norm"] for s in summaries]
+    assert to_ln == sorted(to_ln) and to_in == sorted(to_in, reverse=True)
+    for s in summaries:  # the mean of k N(0, 1) values has std 1/sqrt(k): about 0.04 at G=1 (600), 0.1 at G=6 (100)
+        assert s["std_of_means"] == pytest.approx(s["values_per_statistic"] ** -0.5, rel=0.35)
+    assert summaries[0]["std_of_means"] < summaries[-1]["std_of_means"]
     with pytest.raises(ValueError, match="expected num_groups dividing num_channels=6, got 4"):
         explorers.group_norm_summary(6, 4)
 
@@ -114,6 +125,6 @@ def test_group_norm_explorer_offers_only_divisors_and_updates():
         before_text, before_png = readout.value, image.value
         groups.value = g
         assert readout.value != before_text and image.value != before_png
-        assert f"G = {g}" in readout.value
+        assert f"G = {g}" in readout.value and "mean" in readout.value and "e+" not in readout.value
     with pytest.raises(ValueError, match=r"expected num_groups in \[1, 2, 3, 6\]"):
         explorers.group_norm_explorer(num_groups=4)

@@ -4,7 +4,7 @@ from course_lib.quiz import Choice, Number
 QUESTIONS = {
     "Q8.1": Number(300, "Each group holds C/G channels, and each channel contributes H x W values of one image.",
                    rel_tol=0),
-    "Q8.2": Number(1200, "LayerNorm's weight and bias each have the shape normalized_shape = (6, 10, 10).", rel_tol=0),
+    "Q8.2": Number(512, "LayerNorm's weight and bias each have the shape normalized_shape = (16, 4, 4).", rel_tol=0),
     "Q8.3": Choice(
         "b",
         ("yes, always", "only if the trained gamma is all ones and beta all zeros", "never, the statistics differ",
