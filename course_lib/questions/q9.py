@@ -10,7 +10,7 @@ QUESTIONS = {
         ("delete the three lines that divide by self.dbias", "delete the warm-up clamp",
          "compute the variance with Chan's merge of centred variances", "rename self.mom to self.mon everywhere"),
         "Which quantities does the layer use only as ratios? Which computation is exact only in exact arithmetic?",
-        {"a": "dbias cancels: (S/d) / (c/d) = S/c (section 5).",
+        {"a": "dbias cancels: (S/d) / (c/d) = S/c (section 5); only the last float32 bits can change.",
          "d": "A consistent rename changes nothing (it is only the seed's confusing spelling)."},
     ),
     "Q9.4": Choice(
