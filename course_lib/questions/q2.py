@@ -3,14 +3,14 @@ from course_lib.quiz import Choice, Number
 
 QUESTIONS = {
     "Q2.1": Number(
-        0.4095,
-        "The batch k steps back has weight m * (1 - m)^k; add k = 0..4 (a geometric sum: 1 - (1 - m)^5).",
+        0.271,
+        "The batch k steps back has weight m * (1 - m)^k; add k = 0..2 (a geometric sum: 1 - (1 - m)^3).",
         rel_tol=0.01,
     ),
     "Q2.2": Number(
         0.3536,
-        "A mean of n independent values of standard deviation sigma has standard deviation sigma / sqrt(n); on a "
-        "1x1 map, n is the batch size.",
+        "The typical (RMS) error is the standard deviation of (mu_B - mu) / sigma. A mean of n independent values "
+        "of standard deviation sigma has standard deviation sigma / sqrt(n); on a 1x1 map, n is the batch size.",
         rel_tol=0.03,
     ),
     "Q2.3": Choice(
