@@ -11,7 +11,8 @@ QUESTIONS = {
          "b": "sigma' = |a| sigma = sigma while x' - mu' = -(x - mu): the output flips sign. IN removes contrast "
               "and brightness, not polarity."},
     ),
-    "Q7.3": Number(0.0995, "Output std = sigma / sqrt(sigma^2 + eps) with sigma = 0.1 and eps = 1.", rel_tol=0.03),
+    "Q7.3": Number(0.447, "Output std = sigma / sqrt(sigma^2 + eps) with sigma = 0.5 and eps = 1 (eps sits inside "
+                          "the square root, next to sigma^2).", rel_tol=0.03),
     "Q7.4": Choice(
         "b",
         ("the mean activation of image n in channel c", "beta_c, for every image", "gamma_c + beta_c",
