@@ -219,8 +219,8 @@ def plot_group_norm(num_channels: int, num_groups: int, height: int = 4, width: 
     kind = " = LayerNorm statistics" if num_groups == 1 else (" = InstanceNorm statistics"
                                                               if num_groups == num_channels else "")
     channels = f"{per_group} channel{'s' if per_group != 1 else ''}"
-    positions = f"{height * width} position{'s' if height * width != 1 else ''} ({height}x{width})"
-    fig.suptitle(f"GroupNorm(G={num_groups}, C={num_channels}){kind}: {channels} x {positions} per statistic")
+    positions = f"{height}x{width} position{'s' if height * width != 1 else ''}"
+    fig.suptitle(f"GroupNorm(G={num_groups}, C={num_channels}){kind}:\n{channels} x {positions} per statistic")
     return fig
 
 

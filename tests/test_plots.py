@@ -141,7 +141,7 @@ def test_group_norm_picture_shows_the_ids_per_sample():
     assert "LayerNorm" in plots.plot_group_norm(6, 1)._suptitle.get_text()
     assert "InstanceNorm" in plots.plot_group_norm(6, 6)._suptitle.get_text()
     assert "1 channel x" in plots.plot_group_norm(6, 6)._suptitle.get_text()
-    assert "2 channels x 100 positions" in fig._suptitle.get_text()
+    assert "2 channels x 10x10 positions" in fig._suptitle.get_text()
 
 
 @pytest.mark.parametrize("channels, groups, samples", [(6, 3, 2), (12, 12, 2), (16, 16, 3), (64, 32, 2)])
