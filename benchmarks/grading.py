@@ -1,0 +1,79 @@
+"""How long ``make grade`` takes for a class: seconds per submission-notebook, and the whole batch.
+
+Run with ``python benchmarks/grading.py [--students 12] [--workers 2]``. It writes a class into a temporary
+folder in nbgrader's submitted layout, ``<student_id>/<assignment>/<notebook>.ipynb``, one notebook per
+assignment Q1-Q9 for every student (12 students = 108 submission-notebooks), built the way the grading tests
+build them (tests/grading_fixtures): most students hand in the correct solution, every fourth one a mix of
+untouched exercises and stubs that return their input. Then it runs the instructors' command,
+``python -m course_lib.autograde``, and prints the wall time, the time per submission-notebook, and whether
+every correct submission got full marks and every other one less.
+Goal (issue 8): 100 submission-notebooks in <= 5 minutes on the 2-core course machine.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from grading_fixtures import submissions as S  # noqa: E402  (the same builders as the grading tests)
+
+GOAL_SECONDS_PER_100 = 300.0
+
+
+def write_class(root: Path, students: int) -> dict[str, bool]:
+    """Write the class; return ``{"student/assignment": expected_full_marks}``."""
+    expected = {}
+    for number in range(students):
+        student = f"student{number:03d}"
+        for index, assignment in enumerate(S.assignments()):
+            weak = number % 4 == 3
+            content = (S.blank if index % 2 else S.stub)(assignment) if weak else S.correct(assignment)
+            S.write_submission(root, student, assignment, content)
+            expected[f"{student}/{assignment}"] = not weak
+    return expected
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--students", type=int, default=12, help="students in the class (9 notebooks each)")
+    parser.add_argument("--workers", type=int, default=2, help="parallel grading processes")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="grading-bench-") as tmp:
+        class_dir, grades = Path(tmp) / "submitted", Path(tmp) / "grades.csv"
+        expected = write_class(class_dir, args.students)
+        start = time.perf_counter()
+        process = subprocess.run([sys.executable, "-m", "course_lib.autograde", str(class_dir), str(grades),
+                                  "--workers", str(args.workers), "--feedback", str(Path(tmp) / "feedback")],
+                                 cwd=REPO, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        if process.returncode != 0:
+            print(process.stdout[-3000:], process.stderr[-3000:], sep="\n")
+            print(f"autograde exited with {process.returncode}")
+            return 1
+        with grades.open(newline="", encoding="utf-8") as handle:
+            rows = {f"{r['student_id']}/{r['assignment']}": r for r in csv.DictReader(handle)}
+    wrong = [key for key, full in expected.items()
+             if key not in rows or (rows[key]["score"] == rows[key]["max_score"]) != full]
+    count = len(expected)
+    per_100 = seconds / count * 100
+    print(f"{count} submission-notebooks ({args.students} students x 9 assignments), {args.workers} workers: "
+          f"{seconds:.0f} s wall, {seconds / count:.2f} s per notebook, {per_100:.0f} s per 100 "
+          f"(goal <= {GOAL_SECONDS_PER_100:.0f} s{'' if per_100 <= GOAL_SECONDS_PER_100 else ', MISSED'})")
+    cpu = [float(r["seconds"]) for r in rows.values() if r.get("seconds")]
+    if cpu:
+        print(f"per-notebook grading time inside a worker: median {sorted(cpu)[len(cpu) // 2]:.1f} s, "
+              f"max {max(cpu):.1f} s")
+    print("scores as expected (correct = full marks, blank/stub = less)" if not wrong
+          else f"UNEXPECTED scores for {len(wrong)} submissions, e.g. {wrong[:5]}")
+    return 1 if wrong else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
