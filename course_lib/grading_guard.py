@@ -175,19 +175,24 @@ def _is_library_function(callback) -> bool:
     return isinstance(code, types.CodeType) and code.co_filename.startswith(_LIBRARY_DIRS)
 
 
+def _restore_attrs(obj, saved: dict, label: str, restored: list[str]) -> None:
+    """Put back the instance attributes ``saved`` of ``obj`` (``_MISSING``: it had none), noting each in ``restored``."""
+    for name, value in saved.items():
+        if obj.__dict__.get(name, _MISSING) is not value:
+            if value is _MISSING:
+                del obj.__dict__[name]
+            else:
+                obj.__dict__[name] = value
+            restored.append(f"{label}.{name}")
+
+
 def _restore_runtime(snap: _Snapshot) -> list[str]:
     """Interpreter, torch and IPython state outside module and class attributes."""
     import torch
 
     restored = []
     shell = snap.shell
-    for name, value in snap.shell_attrs.items():
-        if shell.__dict__.get(name, _MISSING) is not value:
-            if value is _MISSING:
-                del shell.__dict__[name]
-            else:
-                shell.__dict__[name] = value
-            restored.append(f"IPython shell.{name}")
+    _restore_attrs(shell, snap.shell_attrs, "IPython shell", restored)
     for name, items in snap.shell_lists.items():
         if getattr(shell, name) != items:
             getattr(shell, name)[:] = items
@@ -204,13 +209,7 @@ def _restore_runtime(snap: _Snapshot) -> list[str]:
             handlers.clear()
             handlers.update(snap.kernel_handlers)
             restored.append("kernel.shell_handlers")
-        for name, value in snap.kernel_attrs.items():
-            if kernel.__dict__.get(name, _MISSING) is not value:
-                if value is _MISSING:
-                    del kernel.__dict__[name]
-                else:
-                    kernel.__dict__[name] = value
-                restored.append(f"kernel.{name}")
+        _restore_attrs(kernel, snap.kernel_attrs, "kernel", restored)
     for name, hooks in snap.global_hooks.items():
         current = getattr(sys.modules["torch.nn.modules.module"], name)
         if dict(current) != hooks:
