@@ -11,11 +11,12 @@ PYTEST_FLAGS ?=
 
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: help install lab test test-unit test-notebooks test-browser bench release grade browser-deps notebooks clean
+.PHONY: help install lab test test-unit test-notebooks test-portability test-browser bench release grade browser-deps notebooks clean
 
 help:
 	@echo "make lab      open the course in JupyterLab (creates .venv on first use)"
 	@echo "make test     run every test CI runs: unit, notebooks (nbval), grading, browser"
+	@echo "make test-portability   every notebook under other CPU kernels, thread counts and COURSE_SEEDs"
 	@echo "make bench    speed of course_lib.norms against PyTorch (ratios)"
 	@echo "make release  regenerate exercises/ from solutions/ (nbgrader)"
 	@echo "make grade SUBMISSIONS=dir GRADES=grades.csv   autograde a class"
@@ -46,6 +47,11 @@ test-notebooks: install
 
 test-unit: install
 	$(BIN)/python -m pytest tests --ignore=tests/browser $(PYTEST_FLAGS)
+
+# Every lecture notebook and exercise master under other CPU kernel sets (ATEN_CPU_CAPABILITY), thread counts,
+# oneDNN on/off and COURSE_SEED 0-4: a table notebook x setting -> pass/FAIL (tools/portability.py).
+test-portability: install
+	$(BIN)/python tools/portability.py
 
 # JupyterLab + headless chromium: every slider of the widget notebooks moved with the keyboard (tests/browser).
 test-browser: install browser-deps

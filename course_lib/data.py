@@ -30,6 +30,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
+from .seed import course_seed
+
 __all__ = ["Split", "DataLoaders", "get_digits", "digits_dataloaders", "dataloaders_from_split",
            "read_idx", "write_idx", "load_mnist", "MNIST_FILES"]
 
@@ -68,17 +70,18 @@ def _normalized_split(images: np.ndarray, labels: np.ndarray, valid_fraction: fl
     return Split((x_train - mean) / std, y[train_idx], (x[valid_idx] - mean) / std, y[valid_idx], mean, std)
 
 
-def get_digits(valid_fraction: float = 0.2, seed: int = 42) -> Split:
+def get_digits(valid_fraction: float = 0.2, seed: int | None = None) -> Split:
     """scikit-learn's 8x8 digits, split with ``seed`` and normalized with the training statistics.
 
     Returns a :class:`Split` with ``x_train (1438, 1, 8, 8)``, ``x_valid (359, 1, 8, 8)`` for the default
-    ``valid_fraction=0.2``; the same seed always gives the same split. After normalization the training
+    ``valid_fraction=0.2``; the same seed always gives the same split. The default seed is
+    ``course_seed(42)``: ``COURSE_SEED`` (:mod:`course_lib.seed`) draws another split too. After normalization the training
     images have mean 0 and std 1 (over all pixels); the validation images only approximately.
     """
     from sklearn.datasets import load_digits  # bundled with scikit-learn: no download
 
     digits = load_digits()
-    return _normalized_split(digits.images, digits.target, valid_fraction, seed)
+    return _normalized_split(digits.images, digits.target, valid_fraction, course_seed(42) if seed is None else seed)
 
 
 def dataloaders_from_split(split: Split, batch_size: int = 64, drop_last: bool = True,
@@ -91,7 +94,7 @@ def dataloaders_from_split(split: Split, batch_size: int = 64, drop_last: bool =
     is meaningless, Q4). The validation loader keeps every sample: in ``eval()`` mode BatchNorm uses its
     running statistics, so any batch size is fine.
 
-    Shuffling draws from PyTorch's global random generator, so :func:`course_lib.training.set_seed` makes
+    Shuffling draws from PyTorch's global random generator, so :func:`course_lib.seed.set_seed` makes
     the batch order reproducible together with the model's initialization.
     """
     if batch_size < 1:
@@ -104,7 +107,7 @@ def dataloaders_from_split(split: Split, batch_size: int = 64, drop_last: bool =
 
 
 def digits_dataloaders(batch_size: int = 64, drop_last: bool = True, valid_fraction: float = 0.2,
-                       seed: int = 42) -> DataLoaders:
+                       seed: int | None = None) -> DataLoaders:
     """:func:`get_digits` wrapped by :func:`dataloaders_from_split` (see there for ``drop_last``)."""
     return dataloaders_from_split(get_digits(valid_fraction, seed), batch_size, drop_last)
 

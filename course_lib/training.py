@@ -29,14 +29,13 @@ statistics as exact averages after training (teaching point 6, Q5).
 from __future__ import annotations
 
 import contextlib
-import random
 from typing import Callable, Iterable, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .seed import set_seed  # noqa: F401 (re-exported: notebooks import it from here)
 from .schedules import Schedule, combine_scheds, sched_cos, sched_exp, sched_lin, sched_no  # noqa: F401 (re-exported)
 
 __all__ = ["CancelFitException", "CancelEpochException", "CancelBatchException", "Callback", "Learner",
@@ -62,13 +61,6 @@ class Callback:
 
     order = 0
     learner: "Learner"
-
-
-def set_seed(seed: int) -> None:
-    """Seed Python's, NumPy's and PyTorch's generators: the same seed gives the same model, batches and result."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 class _MetricSums:

@@ -1,0 +1,43 @@
+"""The seed knob: COURSE_SEED shifts every experiment's seed, and the same setting repeats the same draws."""
+import pytest
+import torch
+
+from course_lib import data, seed
+
+
+def test_course_seed_follows_the_environment(monkeypatch):
+    monkeypatch.delenv("COURSE_SEED", raising=False)
+    assert seed.course_seed(7) == 7
+    monkeypatch.setenv("COURSE_SEED", "3")
+    assert (seed.base_seed(), seed.course_seed(), seed.course_seed(7)) == (3, 3, 10)
+    monkeypatch.setenv("COURSE_SEED", "")
+    assert seed.course_seed(1) == 1
+
+
+def test_a_bad_course_seed_says_what_it_expected(monkeypatch):
+    monkeypatch.setenv("COURSE_SEED", "three")
+    with pytest.raises(ValueError, match="COURSE_SEED must be an integer, got 'three'"):
+        seed.set_seed()
+
+
+def test_set_seed_repeats_draws_and_another_base_seed_changes_them(monkeypatch):
+    monkeypatch.setenv("COURSE_SEED", "0")
+    assert seed.set_seed(1) == 1
+    a = torch.randn(5)
+    seed.set_seed(1)
+    assert torch.equal(a, torch.randn(5))
+    monkeypatch.setenv("COURSE_SEED", "1")
+    assert seed.set_seed(1) == 2
+    assert not torch.equal(a, torch.randn(5))
+    assert torch.equal(torch.randn(3, generator=seed.seed_generator(1)),
+                       torch.randn(3, generator=torch.Generator().manual_seed(2)))
+
+
+def test_the_digits_split_follows_course_seed(monkeypatch):
+    monkeypatch.setenv("COURSE_SEED", "0")
+    a = data.get_digits()
+    assert torch.equal(a.x_valid, data.get_digits(seed=42).x_valid)
+    monkeypatch.setenv("COURSE_SEED", "1")
+    b = data.get_digits()
+    assert torch.equal(b.x_valid, data.get_digits(seed=43).x_valid)
+    assert not torch.equal(a.y_valid, b.y_valid)
