@@ -20,7 +20,7 @@ from .stats import RunningEstimates, ema_noise_std
 
 __all__ = ["new_figure", "figure_to_png", "plot_stats", "color_dim", "dead_chart", "plot_running_estimates",
            "plot_running_error", "group_statistic_ids", "plot_group_norm", "batch_statistic_ids", "plot_batch_vs_layer_norm", "plot_recorder_loss",
-           "plot_recorder_accuracy", "plot_recorder_param", "plot_curves", "match_ylims",
+           "plot_recorder_accuracy", "plot_recorder_param", "plot_curves", "plot_over_seeds", "match_ylims",
            "NORMALIZATION_LAYERS", "shared_statistic_mask", "plot_normalization_overview"]
 
 
@@ -354,6 +354,44 @@ def plot_curves(x, curves: dict, title: str, xlabel: str, ylabel: str, *, styles
         ax.set_xticks(x, [f"{v:g}" for v in x])
         ax.minorticks_off()
     ax.legend(fontsize="small")
+    return fig
+
+
+def plot_over_seeds(results: dict, title: str, ylabel: str, *, xlabel: str = "",
+                    ylim: tuple[float, float] | None = None, hline: tuple[float, str] | None = None) -> Figure:
+    """A strip plot: one column per entry of ``results`` (label -> one value per seed), each seed a dot.
+
+    A short black bar marks the median and a vertical line the range. For outcomes that a single run cannot
+    settle (does a network diverge at this learning rate? who wins by two points?), the course shows the
+    distribution over ``COURSE_SEED`` offsets instead of one lucky run (see :func:`course_lib.seed.over_seeds`).
+    A value that is NaN or infinite (a run that diverged) is a red cross on the lower edge.
+    ``hline=(y, label)`` draws a dotted reference line (e.g. chance level).
+    """
+    fig, axes = new_figure(figsize=(max(4.0, 1.1 * len(results) + 2), 3.5))
+    ax = axes[0][0]
+    for i, (label, values) in enumerate(results.items()):
+        values = np.asarray([float(v) for v in values], dtype=float)
+        if values.size == 0:
+            raise ValueError(f"expected at least one value for {label!r}, got none")
+        jitter = np.linspace(-0.15, 0.15, values.size) if values.size > 1 else np.zeros(1)
+        finite_mask = np.isfinite(values)
+        ax.plot(i + jitter[finite_mask], values[finite_mask], "o", alpha=0.7, color=f"C{i % 10}")
+        if not finite_mask.all():  # NaN/inf (a diverged run): a cross on the axis' lower edge
+            ax.plot(i + jitter[~finite_mask], np.zeros((~finite_mask).sum()), "x", color="red",
+                    transform=ax.get_xaxis_transform(), clip_on=False)
+        finite = values[finite_mask]
+        if finite.size:
+            ax.vlines(i, finite.min(), finite.max(), color=f"C{i % 10}", lw=1)
+            ax.hlines(np.median(finite), i - 0.25, i + 0.25, color="black", lw=2)
+    if hline is not None:
+        ax.axhline(hline[0], color="grey", ls=":", label=hline[1])
+        ax.legend(fontsize="small")
+    n_seeds = sorted({len(list(v)) for v in results.values()})
+    ax.set_xticks(range(len(results)), list(results), fontsize="small")
+    ax.set(title=title, ylabel=ylabel,
+           xlabel=xlabel or f"{'/'.join(map(str, n_seeds))} seeds: dot = one seed, bar = median (red x: NaN)")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     return fig
 
 

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import os
 import random
+from typing import Callable, TypeVar
 
 import numpy as np
 import torch
 
-__all__ = ["base_seed", "course_seed", "set_seed", "seed_generator"]
+T = TypeVar("T")
+
+__all__ = ["base_seed", "course_seed", "set_seed", "seed_generator", "over_seeds", "describe_spread"]
 
 
 def base_seed() -> int:
@@ -55,3 +58,27 @@ def set_seed(offset: int = 0) -> int:
 def seed_generator(offset: int = 0) -> torch.Generator:
     """A private ``torch.Generator`` seeded with ``course_seed(offset)`` (draws that leave the global one alone)."""
     return torch.Generator().manual_seed(course_seed(offset))
+
+
+def over_seeds(experiment: Callable[[int], T], n: int = 5, first: int = 0) -> list[T]:
+    """``[experiment(first), ..., experiment(first + n - 1)]``: one run per seed offset.
+
+    ``experiment`` takes a seed offset and calls :func:`set_seed` with it (directly or through a training helper).
+    The list is the distribution a notebook shows and asserts statistics of, never one run's outcome.
+    """
+    if n < 1:
+        raise ValueError(f"expected at least one seed, got n={n}")
+    return [experiment(first + k) for k in range(n)]
+
+
+def describe_spread(values, fmt: str = ".1%") -> str:
+    """``"median 93.0% (range 88.0%-95.0%, 5 seeds)"``: the summary of a distribution over seeds that prose quotes.
+
+    >>> describe_spread([0.9, 0.95, 0.88])
+    'median 90.0% (range 88.0%-95.0%, 3 seeds)'
+    """
+    values = sorted(float(v) for v in values)
+    if not values:
+        raise ValueError("expected at least one value, got none")
+    return (f"median {float(np.median(values)):{fmt}} (range {values[0]:{fmt}}-{values[-1]:{fmt}}, "
+            f"{len(values)} seed{'s' if len(values) != 1 else ''})")

@@ -41,3 +41,24 @@ def test_the_digits_split_follows_course_seed(monkeypatch):
     b = data.get_digits()
     assert torch.equal(b.x_valid, data.get_digits(seed=43).x_valid)
     assert not torch.equal(a.y_valid, b.y_valid)
+
+
+def test_over_seeds_runs_one_experiment_per_offset_and_describe_spread_quotes_it():
+    assert seed.over_seeds(lambda k: k * 10, n=3, first=2) == [20, 30, 40]
+    with pytest.raises(ValueError, match="at least one seed"):
+        seed.over_seeds(lambda k: k, n=0)
+    assert seed.describe_spread([0.5, 0.25, 1.0], fmt=".2f") == "median 0.50 (range 0.25-1.00, 3 seeds)"
+
+
+def test_plot_over_seeds_draws_a_dot_per_seed_a_median_bar_and_crosses_for_nan():
+    from course_lib.plots import plot_over_seeds
+    fig = plot_over_seeds({"a": [0.1, 0.3, 0.2], "b": [0.9, float("nan")]}, "t", "accuracy")
+    ax = fig.axes[0]
+    dots = [line for line in ax.lines if line.get_marker() == "o"]
+    assert [list(d.get_ydata()) for d in dots] == [[0.1, 0.3, 0.2], [0.9]]
+    crosses = [line for line in ax.lines if line.get_marker() == "x"]
+    assert len(crosses) == 1 and len(crosses[0].get_xdata()) == 1
+    medians = [c for c in ax.collections if len(c.get_segments()) == 1 and c.get_segments()[0][0][1] ==
+               c.get_segments()[0][1][1]]
+    assert sorted(round(float(m.get_segments()[0][0][1]), 6) for m in medians) == [0.2, 0.9]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]
