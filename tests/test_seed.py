@@ -58,7 +58,7 @@ def test_plot_over_seeds_draws_a_dot_per_seed_a_median_bar_and_crosses_for_nan()
     assert [list(d.get_ydata()) for d in dots] == [[0.1, 0.3, 0.2], [0.9]]
     crosses = [line for line in ax.lines if line.get_marker() == "x"]
     assert len(crosses) == 1 and len(crosses[0].get_xdata()) == 1
-    medians = [c for c in ax.collections if len(c.get_segments()) == 1 and c.get_segments()[0][0][1] ==
-               c.get_segments()[0][1][1]]
-    assert sorted(round(float(m.get_segments()[0][0][1]), 6) for m in medians) == [0.2, 0.9]
+    segments = [c.get_segments()[0] for c in ax.collections]
+    medians = [s for s in segments if s[0][1] == s[1][1] and s[0][0] != s[1][0]]  # horizontal bars
+    assert sorted(round(float(m[0][1]), 6) for m in medians) == [0.2, 0.9]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]
