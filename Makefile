@@ -21,9 +21,11 @@ help:
 	@echo "make release  regenerate exercises/ from solutions/ (nbgrader)"
 	@echo "make grade SUBMISSIONS=dir GRADES=grades.csv   autograde a class"
 
-$(STAMP): requirements.lock pyproject.toml
+# torch first, from PyTorch's CPU index (requirements-torch.lock), then everything else; both files carry hashes.
+$(STAMP): requirements-torch.lock requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python >= 3.10 is needed, found " + sys.version.split()[0])'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps -r requirements-torch.lock
 	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements.lock
 	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
