@@ -40,7 +40,7 @@ QUESTIONS = {
         ("running_mean with momentum=0.1", "running_mean with momentum=None", "the last batch's mean",
          "the mean of the last 2 batches"),
         "Which update gives every batch the same weight, 1/k for the k-th?",
-        {"a": "The EMA with momentum 0.1 is noisy: it weighs the last ~19 batches most (std sqrt(m/(2-m)) sigma_B).",
+        {"a": "The EMA with momentum 0.1 is as noisy as a plain average of ~19 batch means (std sqrt(m/(2-m)) s_mu).",
          "c": "One batch is the noisiest estimate of all.",
          "d": "Seed 003's 'previous 2 batches' is not how any BatchNorm estimate works."},
     ),
