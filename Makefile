@@ -11,12 +11,13 @@ PYTEST_FLAGS ?=
 
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: help install lab test test-unit test-notebooks test-portability test-browser bench release grade browser-deps notebooks clean
+.PHONY: help install lab test test-unit test-notebooks test-portability test-browser test-site site bench release grade browser-deps notebooks clean
 
 help:
 	@echo "make lab      open the course in JupyterLab (creates .venv on first use)"
 	@echo "make test     run every test CI runs: unit, notebooks (nbval), grading, browser"
 	@echo "make test-portability   every notebook under other CPU kernels, thread counts and COURSE_SEEDs"
+	@echo "make site     the course website from freshly executed notebooks (build/site/html)"
 	@echo "make bench    speed of course_lib.norms against PyTorch (ratios)"
 	@echo "make release  regenerate exercises/ from solutions/ (nbgrader)"
 	@echo "make grade SUBMISSIONS=dir GRADES=grades.csv   autograde a class"
@@ -42,7 +43,7 @@ lab: install
 NBVAL_FLAGS := --nbval-lax --nbval-current-env --nbval-cell-timeout=300
 
 test: install browser-deps
-	$(BIN)/python -m pytest tests notebooks solutions $(NBVAL_FLAGS) $(PYTEST_FLAGS)
+	$(BIN)/python -m pytest tests notebooks solutions --ignore=tests/site $(NBVAL_FLAGS) $(PYTEST_FLAGS)
 
 test-notebooks: install
 	$(BIN)/python -m pytest notebooks solutions $(NBVAL_FLAGS) $(PYTEST_FLAGS)
@@ -58,6 +59,15 @@ test-portability: install
 # JupyterLab + headless chromium: every slider of the widget notebooks moved with the keyboard (tests/browser).
 test-browser: install browser-deps
 	$(BIN)/python -m pytest tests/browser $(PYTEST_FLAGS)
+
+# The course website: lecture notebooks executed once (SITE_SETTING=ci: under CI's non-default CPU kernels, threads
+# and seed), exercises, API reference, search; build/site/html. test-site opens it in headless chromium.
+SITE_SETTING ?= local
+site: install
+	$(BIN)/python tools/build_site.py --setting $(SITE_SETTING)
+
+test-site: install browser-deps
+	$(BIN)/python -m pytest tests/site $(PYTEST_FLAGS)
 
 bench: install
 	$(BIN)/python benchmarks/norms.py

@@ -38,6 +38,7 @@ def locked_versions() -> dict[str, str]:
 
 
 def run(*cmd, **kwargs) -> subprocess.CompletedProcess:
+    kwargs.setdefault("cwd", "/")  # never the checkout: its course_lib/ would shadow the installed one
     proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kwargs)
     assert proc.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc

@@ -80,7 +80,7 @@ def landing_page(url: str) -> str:
                   f"github/{slug}/blob/main/notebooks/Q1_running_statistics.ipynb) or [Launch Binder]"
                   f"(https://mybinder.org/v2/gh/{slug}/HEAD?labpath=notebooks); each notebook page has both buttons "
                   "at the top. On your own machine: clone the repository, then `make lab`.\n")
-    notebooks = "\n".join(f"notebooks/{p.stem}" for p in sorted((ROOT / "notebooks").glob("Q*.ipynb")))
+    notebooks = "\n".join(f"notebooks/{p.stem}" for p in sorted((ROOT / "build" / "site-src" / "notebooks").glob("Q*.ipynb")))
     return f"""# {title}
 
 Nine notebooks (Q1–Q9) that teach every normalization layer of modern deep learning, each built from scratch,
@@ -137,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="environment of the kernels: local (as this shell has it), ci, or a portability setting")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "site", help="default build/site")
     parser.add_argument("--jobs", type=int, default=2, help="notebooks executed at once (default 2)")
+    parser.add_argument("notebooks", nargs="*", type=Path,
+                        help="lecture notebooks to execute (default: all; a partial site is for trying things out)")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             (stage / ".mkldnn-off" / "sitecustomize.py").write_text(
                 "import torch\ntorch.backends.mkldnn.enabled = False\n")
         print(f"executing under setting {setting.name}: {setting.describe()}")
-    notebooks = sorted((ROOT / "notebooks").glob("Q*.ipynb"))
+    notebooks = [p.resolve() for p in args.notebooks] or sorted((ROOT / "notebooks").glob("Q*.ipynb"))
     failures = []
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         for notebook, seconds, error in pool.map(lambda nb: execute(nb, stage / "notebooks", env, logs), notebooks):
