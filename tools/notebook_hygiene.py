@@ -51,7 +51,8 @@ def is_lecture(path: Path) -> bool:
 def set_install_cell(nb: dict) -> dict:
     """Make the first code cell the install cell: replace it if it is one already, insert one before it if not."""
     source = install_cell_source()
-    cell = {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": source}
+    cell = {"cell_type": "code", "execution_count": None, "id": "install-course-lib", "metadata": {}, "outputs": [],
+            "source": source}
     cells = nb["cells"]
     first = next((i for i, c in enumerate(cells) if c.get("cell_type") == "code"), len(cells))
     if first < len(cells) and "".join(cells[first].get("source", "")).startswith(source.splitlines()[0]):
