@@ -49,10 +49,10 @@ def assert_same_step(mine, theirs, x, tol, steps=2):
         torch.testing.assert_close(gx1, gx2, **tol, msg=lambda m: f"input grad: {m}")
         assert gp1.keys() == gp2.keys()
         for name in gp1:
-            torch.testing.assert_close(gp1[name], gp2[name], **tol, msg=lambda m: f"{name}.grad: {m}")
+            torch.testing.assert_close(gp1[name], gp2[name], **tol, msg=lambda m, name=name: f"{name}.grad: {m}")
         for (n1, b1), (n2, b2) in zip(mine.named_buffers(), theirs.named_buffers(), strict=True):
             assert n1 == n2
-            torch.testing.assert_close(b1, b2, **tol, msg=lambda m: f"buffer {n1}: {m}")
+            torch.testing.assert_close(b1, b2, **tol, msg=lambda m, n1=n1: f"buffer {n1}: {m}")
 
 
 # ----------------------------------------------------------------------------------------------------------
