@@ -8,7 +8,6 @@ there too, and its documented ways out (eval mode, ``track_running_stats=False``
 """
 from __future__ import annotations
 
-import copy
 import warnings
 
 import pytest
