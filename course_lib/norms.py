@@ -577,6 +577,19 @@ class RunningBatchNorm(nn.Module):
     ``mean = sums / count``; it is left out. Buffers: ``count`` (weighted number of values),
     ``running_mean``, ``running_var`` (weighted biased variance), ``num_batches_tracked``,
     ``num_samples_tracked``. No PyTorch equivalent.
+
+    Shape:
+        - Input: :math:`(N, C, *)`, statistics per channel over N and the spatial axes, merged with the past
+        - Output: same shape as the input
+
+    Example:
+        >>> rbn = RunningBatchNorm(3)
+        >>> rbn(torch.randn(2, 3, 4, 4)).shape
+        torch.Size([2, 3, 4, 4])
+        >>> rbn(torch.randn(1, 3, 1, 1)).shape  # one value per channel: BatchNorm2d would raise
+        torch.Size([1, 3, 1, 1])
+        >>> int(rbn.num_batches_tracked), int(rbn.num_samples_tracked)
+        (2, 3)
     """
 
     def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5, affine: bool = True,
