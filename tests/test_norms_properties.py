@@ -378,3 +378,43 @@ def test_swap_every_norm_trains_to_the_same_weights(dtype, tol):
         torch.testing.assert_close(swap_state[key], ref_state[key], rtol=tol, atol=tol, msg=key)
     reference.eval(), swapped.eval()
     torch.testing.assert_close(swapped(xs[0]), reference(xs[0]), rtol=tol, atol=tol)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The one description of the axes: reduce_dims / statistic_ids say what forward does
+
+AXES_LAYERS = [
+    (cn.BatchNorm1d(4, affine=False), (6, 4, 5)), (cn.BatchNorm2d(4, affine=False), (3, 4, 3, 2)),
+    (cn.BatchNorm3d(4, affine=False), (2, 4, 2, 3, 2)), (cn.InstanceNorm1d(4), (3, 4, 5)),
+    (cn.InstanceNorm2d(4), (3, 4, 3, 2)), (cn.InstanceNorm3d(4), (2, 4, 2, 3, 2)),
+    (cn.GroupNorm(2, 4, affine=False), (3, 4, 3, 2)), (cn.GroupNorm(1, 4, affine=False), (3, 4, 5)),
+    (cn.GroupNorm(4, 4, affine=False), (3, 4, 2, 2, 2)), (cn.LayerNorm([3, 2], elementwise_affine=False), (3, 4, 3, 2)),
+    (cn.RMSNorm([2], eps=0.0, elementwise_affine=False), (3, 4, 3, 2)),
+]
+
+
+@pytest.mark.parametrize("layer,shape", AXES_LAYERS, ids=[repr(l) for l, _ in AXES_LAYERS])
+def test_statistic_ids_describe_what_forward_normalizes(layer, shape):
+    """The elements sharing an id come out with mean 0 and variance 1 (RMSNorm: mean square 1), together."""
+    layer = layer.double().train()
+    x = 3 + 2 * torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=F64)
+    y, ids = layer(x).flatten(), layer.statistic_ids(shape).flatten()
+    assert ids.shape == y.shape and ids.unique().numel() > 1
+    for i in ids.unique():
+        group = y[ids == i]
+        if not isinstance(layer, cn.RMSNorm):
+            assert abs(float(group.mean())) < 1e-9
+            assert abs(float(group.var(unbiased=False)) - 1) < 1e-3
+        else:
+            assert abs(float(group.square().mean()) - 1) < 1e-9
+        assert group.numel() == math.prod(shape) // ids.unique().numel()
+
+
+def test_statistic_ids_are_the_ones_plots_draws():
+    """plots.group_statistic_ids / batch_statistic_ids could become one call each (issue 16)."""
+    from course_lib import plots
+
+    for groups in (1, 2, 3, 6):
+        torch.testing.assert_close(cn.GroupNorm(groups, 6).statistic_ids((2, 6, 4, 5)),
+                                   plots.group_statistic_ids(6, groups, 2, 4, 5))
+    torch.testing.assert_close(cn.BatchNorm2d(6).statistic_ids((3, 6, 2, 2)), plots.batch_statistic_ids(6, 3, 2, 2))
