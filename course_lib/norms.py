@@ -1,18 +1,22 @@
 r"""Normalization layers written from tensor operations, drop-in replacements for their ``torch.nn`` namesakes.
 
 Every class is a thin statement of three things over the shared core :func:`course_lib.functional.normalize`:
-which axes it reduces, which state it carries, and the shape of its affine (table in ``functional``).
+which axes one statistic reduces (its method ``reduce_dims``), which state it carries, and the shape of its affine.
 
-======================  ==========================  ==========================  ======================
-class                   axes reduced, input (N,C,*)  state (buffers)             taught in
-======================  ==========================  ==========================  ======================
-``BatchNorm1d/2d/3d``   N and all spatial axes      running_mean/var, count     Q1-Q5
-``InstanceNorm1d/2d/3d`` spatial axes               optional running stats      Q7
-``GroupNorm``           C/G channels + spatial      none                        Q8
-``LayerNorm``           the last len(shape) axes    none                        Q6
-``RMSNorm``             the last len(shape) axes    none (no centring)          Q6
-``RunningBatchNorm``    N and all spatial axes      smoothed count/mean/var     Q9
-======================  ==========================  ==========================  ======================
+======================  =============================  ==========================  ======================
+class                   ``reduce_dims``, input (N,C,*)  state (buffers)             taught in
+======================  =============================  ==========================  ======================
+``BatchNorm1d/2d/3d``   N and all spatial axes          running_mean/var, count     Q1-Q5
+``InstanceNorm1d/2d/3d`` all spatial axes               optional running stats      Q7
+``GroupNorm``           C/G and spatial, of the view    none                        Q8
+                        ``(N, G, C/G, *)``
+``LayerNorm``           the last len(shape) axes        none                        Q6
+``RMSNorm``             the last len(shape) axes        none (no centring)          Q6
+``RunningBatchNorm``    N and all spatial axes          smoothed count/mean/var     Q9
+======================  =============================  ==========================  ======================
+
+``layer.statistic_ids(shape)`` turns that description into a picture: an integer tensor of the input's shape in
+which elements with the same id share one mean and variance (what Q6-Q9's plots draw).
 
 Same constructor arguments, defaults, parameter and buffer names, dtypes, ``state_dict`` keys and error types
 as PyTorch 2.13; the tests use PyTorch as the oracle. None of PyTorch's normalization functions is called.
@@ -30,11 +34,8 @@ from torch.nn import init
 from .functional import normalize, normalize_with_stats
 from .stats import ema_update, merge_moments
 
-__all__ = [
-    "BatchNorm1d", "BatchNorm2d", "BatchNorm3d",
-    "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d",
-    "LayerNorm", "GroupNorm", "RMSNorm", "RunningBatchNorm",
-]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d",
+           "InstanceNorm3d", "LayerNorm", "RMSNorm", "RunningBatchNorm"]
 
 
 def _channel_view(t: Tensor | None, ndim: int) -> Tensor | None:
@@ -42,7 +43,38 @@ def _channel_view(t: Tensor | None, ndim: int) -> Tensor | None:
     return None if t is None else t.view(1, -1, *([1] * (ndim - 2)))
 
 
-class _NormBase(nn.Module):
+def _register_affine(module: nn.Module, shape, weight: bool, bias: bool, factory: dict) -> None:
+    """``weight`` and ``bias`` parameters of ``shape`` (filled by ``reset_parameters``), or ``None``, as torch.nn."""
+    module.register_parameter("weight", nn.Parameter(torch.empty(shape, **factory)) if weight else None)
+    module.register_parameter("bias", nn.Parameter(torch.empty(shape, **factory)) if weight and bias else None)
+
+
+class _Norm(nn.Module):
+    """What every layer states: the axes one statistic reduces, and an affine initialized to the identity."""
+
+    def reduce_dims(self, ndim: int) -> tuple[int, ...]:
+        """The axes one mean and variance reduce, for a batched input of ``ndim`` axes."""
+        raise NotImplementedError
+
+    def _stats_shape(self, shape: torch.Size) -> torch.Size:
+        """The shape the input is viewed as before reducing over ``reduce_dims`` (GroupNorm groups channels)."""
+        return shape
+
+    def statistic_ids(self, shape) -> Tensor:
+        """Integer tensor of ``shape`` (a batched input's): elements with the same id share one statistic."""
+        view = self._stats_shape(torch.Size(shape))
+        dims = self.reduce_dims(len(view))
+        kept = [1 if d in dims else size for d, size in enumerate(view)]
+        return torch.arange(math.prod(kept)).view(kept).expand(view).reshape(shape)
+
+    def reset_parameters(self) -> None:
+        if self.weight is not None:
+            init.ones_(self.weight)
+        if getattr(self, "bias", None) is not None:
+            init.zeros_(self.bias)
+
+
+class _NormBase(_Norm):
     """Parameters and running statistics shared by BatchNorm and InstanceNorm (``torch.nn.modules.batchnorm``).
 
     Parameters: ``weight`` (gamma, ones) and ``bias`` (beta, zeros), shape ``(num_features,)``, when ``affine``.
@@ -62,20 +94,12 @@ class _NormBase(nn.Module):
         self.momentum = momentum
         self.affine = affine
         self.track_running_stats = track_running_stats
-        if affine:
-            self.weight = nn.Parameter(torch.empty(num_features, **factory))
-            self.bias = nn.Parameter(torch.empty(num_features, **factory)) if bias else None
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
-        if track_running_stats:
-            self.register_buffer("running_mean", torch.zeros(num_features, **factory))
-            self.register_buffer("running_var", torch.ones(num_features, **factory))
-            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
-        else:
-            self.register_buffer("running_mean", None)
-            self.register_buffer("running_var", None)
-            self.register_buffer("num_batches_tracked", None)
+        _register_affine(self, num_features, affine, bias, factory)
+        tracked = track_running_stats
+        self.register_buffer("running_mean", torch.zeros(num_features, **factory) if tracked else None)
+        self.register_buffer("running_var", torch.ones(num_features, **factory) if tracked else None)
+        self.register_buffer("num_batches_tracked",
+                             torch.tensor(0, dtype=torch.long, device=device) if tracked else None)
         self.reset_parameters()
 
     def reset_running_stats(self) -> None:
@@ -87,10 +111,7 @@ class _NormBase(nn.Module):
 
     def reset_parameters(self) -> None:
         self.reset_running_stats()
-        if self.affine:
-            init.ones_(self.weight)
-            if self.bias is not None:
-                init.zeros_(self.bias)
+        super().reset_parameters()
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
@@ -104,11 +125,16 @@ class _NormBase(nn.Module):
 
         ``mean`` and ``var`` are detached per-channel tensors; ``factor`` is the weight of the new batch
         (PyTorch's momentum convention). Runs under ``no_grad``: no graph ever reaches a buffer.
+        The buffers are written through an alias, as ``torch.instance_norm`` does (``at::alias``): ``torch.func``'s
+        ``grad``/``jvp`` refuse in-place writes into a tensor created outside the transform, but accept them into
+        an alias, so InstanceNorm with running stats works under them as torch.nn's does (BatchNorm fails in both
+        earlier, at ``num_batches_tracked.add_``).
         """
         with torch.no_grad():
-            ema_update(self.running_mean, mean.to(self.running_mean.dtype), factor)
+            running_mean, running_var = torch.ops.aten.alias(self.running_mean), torch.ops.aten.alias(self.running_var)
+            ema_update(running_mean, mean.to(running_mean.dtype), factor)
             unbiased = var * (count / (count - 1)) if count > 1 else var
-            ema_update(self.running_var, unbiased.to(self.running_var.dtype), factor)
+            ema_update(running_var, unbiased.to(running_var.dtype), factor)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs) -> None:
@@ -135,6 +161,10 @@ class _BatchNorm(_NormBase):
     Equivalent: ``torch.nn.BatchNorm{1,2,3}d`` (``F.batch_norm``).
     """
 
+    def reduce_dims(self, ndim: int) -> tuple[int, ...]:
+        """N and every spatial axis: ``(0, 2, ..., ndim - 1)``, one statistic per channel."""
+        return (0, *range(2, ndim))
+
     def forward(self, input: Tensor) -> Tensor:
         self._check_input_dim(input)
         factor = 0.0 if self.momentum is None else self.momentum
@@ -148,7 +178,7 @@ class _BatchNorm(_NormBase):
         if not use_batch_stats:
             return normalize_with_stats(input, _channel_view(self.running_mean, ndim),
                                         _channel_view(self.running_var, ndim), self.eps, weight, bias)
-        dims = (0, *range(2, ndim))
+        dims = self.reduce_dims(ndim)
         count = math.prod(input.shape[d] for d in dims)
         if count == 1:
             raise ValueError("Expected more than 1 value per channel when training, got input size "
@@ -170,6 +200,18 @@ class BatchNorm1d(_BatchNorm):
 
     A ``(N, L, C)`` tensor (tokens last) must be permuted first (Karpathy's makemore fix, Q4).
     Equivalent: ``torch.nn.BatchNorm1d``.
+
+    Shape:
+        - Input: :math:`(N, C)` or :math:`(N, C, L)`, statistics over ``reduce_dims``: (0,) or (0, 2)
+        - Output: same shape as the input
+
+    Example:
+        >>> bn = BatchNorm1d(3)
+        >>> x = torch.arange(12.0).view(4, 3)
+        >>> bn(x).shape, bn.reduce_dims(x.dim())
+        (torch.Size([4, 3]), (0,))
+        >>> bn.running_mean  # 0.9 * 0 + 0.1 * the batch mean per channel (4.5, 5.5, 6.5)
+        tensor([0.4500, 0.5500, 0.6500])
     """
 
     def _check_input_dim(self, input: Tensor) -> None:
@@ -179,7 +221,25 @@ class BatchNorm1d(_BatchNorm):
 
 
 class BatchNorm2d(_BatchNorm):
-    """BatchNorm over ``(N, C, H, W)`` input, statistics over (N, H, W). Equivalent: ``torch.nn.BatchNorm2d``."""
+    """BatchNorm over ``(N, C, H, W)`` input, statistics over (N, H, W). Equivalent: ``torch.nn.BatchNorm2d``.
+
+    Shape:
+        - Input: :math:`(N, C, H, W)`, statistics over ``reduce_dims(4) == (0, 2, 3)``
+        - Output: :math:`(N, C, H, W)` (same shape as input)
+
+    Example:
+        >>> bn = BatchNorm2d(2)
+        >>> x = torch.arange(16.0).view(2, 2, 2, 2)
+        >>> y = bn(x)
+        >>> y.shape, bn.reduce_dims(y.dim())
+        (torch.Size([2, 2, 2, 2]), (0, 2, 3))
+        >>> bn.statistic_ids((2, 2, 1, 1)).flatten().tolist()  # (n, c) -> the statistic it is normalized with
+        [0, 1, 0, 1]
+        >>> bn.running_mean, int(bn.num_batches_tracked)  # batch means 5.5 and 9.5, momentum 0.1
+        (tensor([0.5500, 0.9500]), 1)
+        >>> bn.eval()(x).shape  # eval: the running estimates, any batch size
+        torch.Size([2, 2, 2, 2])
+    """
 
     def _check_input_dim(self, input: Tensor) -> None:
         if input.dim() != 4:
@@ -187,7 +247,17 @@ class BatchNorm2d(_BatchNorm):
 
 
 class BatchNorm3d(_BatchNorm):
-    """BatchNorm over ``(N, C, D, H, W)`` input, statistics over (N, D, H, W). Equivalent: ``torch.nn.BatchNorm3d``."""
+    """BatchNorm over ``(N, C, D, H, W)`` input, statistics over (N, D, H, W). Equivalent: ``torch.nn.BatchNorm3d``.
+
+    Shape:
+        - Input: :math:`(N, C, D, H, W)`, statistics over ``reduce_dims(5) == (0, 2, 3, 4)``
+        - Output: :math:`(N, C, D, H, W)` (same shape as input)
+
+    Example:
+        >>> bn = BatchNorm3d(4)
+        >>> bn(torch.randn(2, 4, 3, 5, 5)).shape
+        torch.Size([2, 4, 3, 5, 5])
+    """
 
     def _check_input_dim(self, input: Tensor) -> None:
         if input.dim() != 5:
@@ -209,6 +279,10 @@ class _InstanceNorm(_NormBase):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = False,
                  track_running_stats: bool = False, device=None, dtype=None, *, bias: bool = True) -> None:
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
+
+    def reduce_dims(self, ndim: int) -> tuple[int, ...]:
+        """Every spatial axis: ``(2, ..., ndim - 1)``, one statistic per sample and channel."""
+        return tuple(range(2, ndim))
 
     def _check_input_dim(self, input: Tensor) -> None:
         dims = (self._unbatched_dim, self._unbatched_dim + 1)
@@ -237,8 +311,8 @@ class _InstanceNorm(_NormBase):
         if not use_input_stats:
             return normalize_with_stats(input, _channel_view(self.running_mean, ndim),
                                         _channel_view(self.running_var, ndim), self.eps, weight, bias)
-        dims = tuple(range(2, ndim))
-        count = math.prod(input.shape[2:])
+        dims = self.reduce_dims(ndim)
+        count = math.prod(input.shape[d] for d in dims)
         if count == 1:
             raise ValueError("Expected more than 1 spatial element when training, got input size "
                              f"{list(input.shape)} (per-instance statistics need H * W > 1)")
@@ -263,19 +337,54 @@ class _InstanceNorm(_NormBase):
 
 
 class InstanceNorm1d(_InstanceNorm):
-    """InstanceNorm over ``(N, C, L)`` or ``(C, L)``: statistics over L. Equivalent: ``torch.nn.InstanceNorm1d``."""
+    """InstanceNorm over ``(N, C, L)`` or ``(C, L)``: statistics over L. Equivalent: ``torch.nn.InstanceNorm1d``.
+
+    Shape:
+        - Input: :math:`(N, C, L)` or :math:`(C, L)`, statistics over ``reduce_dims(3) == (2,)``
+        - Output: same shape as the input
+
+    Example:
+        >>> norm = InstanceNorm1d(2)
+        >>> x = torch.tensor([[[1.0, 3.0], [10.0, 30.0]]])
+        >>> norm(x)  # each (sample, channel) row has mean 0 and variance 1 (up to eps)
+        tensor([[[-1.0000,  1.0000],
+                 [-1.0000,  1.0000]]])
+        >>> norm(x[0]).shape  # unbatched (C, L)
+        torch.Size([2, 2])
+    """
 
     _unbatched_dim = 2
 
 
 class InstanceNorm2d(_InstanceNorm):
-    """InstanceNorm over ``(N, C, H, W)`` or ``(C, H, W)``: statistics over (H, W). Equivalent: ``torch.nn.InstanceNorm2d``."""
+    """InstanceNorm over ``(N, C, H, W)`` or ``(C, H, W)``: statistics over (H, W). Equivalent: ``torch.nn.InstanceNorm2d``.
+
+    Shape:
+        - Input: :math:`(N, C, H, W)` or :math:`(C, H, W)`, statistics over ``reduce_dims(4) == (2, 3)``
+        - Output: same shape as the input
+
+    Example:
+        >>> norm = InstanceNorm2d(3, affine=True)
+        >>> norm(torch.randn(2, 3, 4, 4)).shape, norm.reduce_dims(4)
+        (torch.Size([2, 3, 4, 4]), (2, 3))
+        >>> norm.statistic_ids((2, 3, 1, 1)).flatten().tolist()  # one statistic per (sample, channel)
+        [0, 1, 2, 3, 4, 5]
+    """
 
     _unbatched_dim = 3
 
 
 class InstanceNorm3d(_InstanceNorm):
-    """InstanceNorm over ``(N, C, D, H, W)`` or ``(C, D, H, W)``. Equivalent: ``torch.nn.InstanceNorm3d``."""
+    """InstanceNorm over ``(N, C, D, H, W)`` or ``(C, D, H, W)``. Equivalent: ``torch.nn.InstanceNorm3d``.
+
+    Shape:
+        - Input: :math:`(N, C, D, H, W)` or :math:`(C, D, H, W)`, statistics over ``reduce_dims(5) == (2, 3, 4)``
+        - Output: same shape as the input
+
+    Example:
+        >>> InstanceNorm3d(4)(torch.randn(2, 4, 3, 3, 3)).shape
+        torch.Size([2, 4, 3, 3, 3])
+    """
 
     _unbatched_dim = 4
 
@@ -286,16 +395,15 @@ def _as_shape(normalized_shape) -> tuple[int, ...]:
     return tuple(normalized_shape)
 
 
-def _check_trailing_shape(input: Tensor, normalized_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The trailing axes to reduce, after checking that the input ends with ``normalized_shape``."""
+def _check_trailing_shape(input: Tensor, normalized_shape: tuple[int, ...]) -> None:
+    """Raise unless the input ends with ``normalized_shape``."""
     k = len(normalized_shape)
     if input.dim() < k or tuple(input.shape[input.dim() - k:]) != normalized_shape:
         raise RuntimeError(f"Given normalized_shape={list(normalized_shape)}, expected input with shape "
                            f"[*, {', '.join(map(str, normalized_shape))}], but got input of size{list(input.shape)}")
-    return tuple(range(input.dim() - k, input.dim()))
 
 
-class LayerNorm(nn.Module):
+class LayerNorm(_Norm):
     r"""Layer normalization: statistics per sample over the last ``len(normalized_shape)`` axes.
 
     .. math::  y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} \gamma + \beta
@@ -303,49 +411,65 @@ class LayerNorm(nn.Module):
     No batch statistics, no running state: training and eval compute the same thing, at any batch size.
     ``weight``/``bias`` have shape ``normalized_shape`` (one per element, unlike GroupNorm(1, C)'s one per
     channel). Equivalent: ``torch.nn.LayerNorm`` (``F.layer_norm``). Taught in Q6.
+
+    Shape:
+        - Input: :math:`(*, \text{normalized\_shape})`, statistics over the last ``len(normalized_shape)`` axes
+        - Output: same shape as the input
+
+    Example:
+        >>> ln = LayerNorm(4)
+        >>> ln(torch.tensor([[1.0, 2.0, 3.0, 4.0], [1.0, 1.0, 3.0, 3.0]]))  # each row: mean 0, variance 1
+        tensor([[-1.3416, -0.4472,  0.4472,  1.3416],
+                [-1.0000, -1.0000,  1.0000,  1.0000]], grad_fn=<AddBackward0>)
+        >>> LayerNorm([3, 4, 4]).reduce_dims(4)  # (N, C, H, W): one statistic per sample
+        (1, 2, 3)
     """
 
     def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True,
                  device=None, dtype=None) -> None:
-        factory = {"device": device, "dtype": dtype}
         super().__init__()
         self.normalized_shape = _as_shape(normalized_shape)
         self.eps = eps
         self.elementwise_affine = elementwise_affine
-        if elementwise_affine:
-            self.weight = nn.Parameter(torch.empty(self.normalized_shape, **factory))
-            self.bias = nn.Parameter(torch.empty(self.normalized_shape, **factory)) if bias else None
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _register_affine(self, self.normalized_shape, elementwise_affine, bias, {"device": device, "dtype": dtype})
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        if self.elementwise_affine:
-            init.ones_(self.weight)
-            if self.bias is not None:
-                init.zeros_(self.bias)
+    def reduce_dims(self, ndim: int) -> tuple[int, ...]:
+        """The last ``len(normalized_shape)`` axes, one statistic per row."""
+        return tuple(range(ndim - len(self.normalized_shape), ndim))
 
     def forward(self, input: Tensor) -> Tensor:
-        dims = _check_trailing_shape(input, self.normalized_shape)
-        return normalize(input, dims, self.eps, self.weight, self.bias)[0]
+        _check_trailing_shape(input, self.normalized_shape)
+        return normalize(input, self.reduce_dims(input.dim()), self.eps, self.weight, self.bias)[0]
 
     def extra_repr(self) -> str:
         return (f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, "
                 f"bias={self.bias is not None}")
 
 
-class GroupNorm(nn.Module):
+class GroupNorm(_Norm):
     r"""Group normalization: channels split into ``num_groups`` groups; statistics per sample and group.
 
-    Reduces over (C/G, *spatial) for each (n, g); ``weight``/``bias`` are per channel. ``GroupNorm(1, C)``
-    has LayerNorm's statistics, ``GroupNorm(C, C)`` InstanceNorm's (Q8). Independent of the batch size.
-    Equivalent: ``torch.nn.GroupNorm`` (``F.group_norm``).
+    The input ``(N, C, *)`` is viewed as ``(N, G, C/G, *)``; then it is InstanceNorm on that view, the group's
+    channels counting as one more spatial axis: statistics over (C/G, *) for each (n, g). ``weight``/``bias`` are
+    per channel. ``GroupNorm(1, C)`` has LayerNorm's statistics, ``GroupNorm(C, C)`` InstanceNorm's (Q8).
+    Independent of the batch size. Equivalent: ``torch.nn.GroupNorm`` (``F.group_norm``).
+
+    Shape:
+        - Input: :math:`(N, C, *)` with ``C == num_channels``, statistics over ``reduce_dims`` of the view
+          ``(N, G, C/G, *)``: ``(2, ..., ndim)``
+        - Output: same shape as the input
+
+    Example:
+        >>> gn = GroupNorm(2, 4)
+        >>> gn(torch.randn(3, 4, 5, 5)).shape
+        torch.Size([3, 4, 5, 5])
+        >>> gn.statistic_ids((2, 4, 1, 1)).view(2, 4).tolist()  # channels {0, 1} and {2, 3}, per sample
+        [[0, 0, 1, 1], [2, 2, 3, 3]]
     """
 
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True,
                  device=None, dtype=None, *, bias: bool = True) -> None:
-        factory = {"device": device, "dtype": dtype}
         super().__init__()
         if num_channels % num_groups != 0:
             raise ValueError(f"num_channels ({num_channels}) must be divisible by num_groups ({num_groups})")
@@ -353,19 +477,15 @@ class GroupNorm(nn.Module):
         self.num_channels = num_channels
         self.eps = eps
         self.affine = affine
-        if affine:
-            self.weight = nn.Parameter(torch.empty(num_channels, **factory))
-            self.bias = nn.Parameter(torch.empty(num_channels, **factory)) if bias else None
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _register_affine(self, num_channels, affine, bias, {"device": device, "dtype": dtype})
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        if self.affine:
-            init.ones_(self.weight)
-            if self.bias is not None:
-                init.zeros_(self.bias)
+    def reduce_dims(self, ndim: int) -> tuple[int, ...]:
+        """For the grouped view ``(N, G, C/G, *)`` of ``ndim`` axes: C/G and every spatial axis."""
+        return tuple(range(2, ndim))
+
+    def _stats_shape(self, shape: torch.Size) -> torch.Size:
+        return torch.Size((shape[0], self.num_groups, shape[1] // self.num_groups, *shape[2:]))
 
     def forward(self, input: Tensor) -> Tensor:
         if input.dim() < 2:
@@ -378,28 +498,37 @@ class GroupNorm(nn.Module):
         if self.affine and c != self.num_channels:
             raise RuntimeError(f"expected input with {self.num_channels} channels (num_channels), "
                                f"got input of shape {list(input.shape)}")
-        spatial = math.prod(input.shape[2:])
-        if n * (c // groups) * spatial == 1:
+        if n * (c // groups) * math.prod(input.shape[2:]) == 1:
             raise ValueError("Expected more than 1 value per channel when training, got input size "
                              f"{[n * c // groups, groups, *input.shape[2:]]}")
-        grouped = input.reshape(n, groups, c // groups, spatial)
-        affine_view = (1, groups, c // groups, 1)
+        grouped = input.reshape(self._stats_shape(input.shape))
+        affine_view = (1, groups, c // groups, *[1] * (input.dim() - 2))
         weight = None if self.weight is None else self.weight.view(affine_view)
         bias = None if self.bias is None else self.bias.view(affine_view)
-        return normalize(grouped, (2, 3), self.eps, weight, bias)[0].view(input.shape)
+        return normalize(grouped, self.reduce_dims(grouped.dim()), self.eps, weight, bias)[0].reshape(input.shape)
 
     def extra_repr(self) -> str:
         return (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, "
                 f"bias={self.bias is not None}")
 
 
-class RMSNorm(nn.Module):
+class RMSNorm(_Norm):
     r"""Root-mean-square normalization: LayerNorm without centring and without bias.
 
     .. math::  y = \frac{x}{\sqrt{\frac{1}{n}\sum x_i^2 + \epsilon}} \gamma
 
     over the last ``len(normalized_shape)`` axes. ``eps=None`` means ``torch.finfo(x.dtype).eps``.
     Equivalent: ``torch.nn.RMSNorm`` (``F.rms_norm``). Used in LLaMA-style transformers (Q6).
+
+    Shape:
+        - Input: :math:`(*, \text{normalized\_shape})`, statistics over the last ``len(normalized_shape)`` axes
+        - Output: same shape as the input
+
+    Example:
+        >>> rms = RMSNorm(2)
+        >>> rms(torch.tensor([[3.0, 4.0], [-1.0, 1.0]]))  # divided by sqrt((3**2 + 4**2) / 2), by 1
+        tensor([[ 0.8485,  1.1314],
+                [-1.0000,  1.0000]], grad_fn=<MulBackward0>)
     """
 
     def __init__(self, normalized_shape, eps: float | None = None, elementwise_affine: bool = True,
@@ -409,20 +538,18 @@ class RMSNorm(nn.Module):
         self.normalized_shape = _as_shape(normalized_shape)
         self.eps = eps
         self.elementwise_affine = elementwise_affine
-        if elementwise_affine:
-            self.weight = nn.Parameter(torch.empty(self.normalized_shape, **factory))
-        else:
-            self.register_parameter("weight", None)
+        weight = nn.Parameter(torch.empty(self.normalized_shape, **factory)) if elementwise_affine else None
+        self.register_parameter("weight", weight)
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        if self.elementwise_affine:
-            init.ones_(self.weight)
+    def reduce_dims(self, ndim: int) -> tuple[int, ...]:
+        """The last ``len(normalized_shape)`` axes, one statistic per row."""
+        return tuple(range(ndim - len(self.normalized_shape), ndim))
 
     def forward(self, x: Tensor) -> Tensor:
-        dims = _check_trailing_shape(x, self.normalized_shape)
+        _check_trailing_shape(x, self.normalized_shape)
         eps = torch.finfo(x.dtype).eps if self.eps is None else self.eps
-        return normalize(x, dims, eps, self.weight, None, center=False)[0]
+        return normalize(x, self.reduce_dims(x.dim()), eps, self.weight, None, center=False)[0]
 
     def extra_repr(self) -> str:
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
@@ -450,6 +577,19 @@ class RunningBatchNorm(nn.Module):
     ``mean = sums / count``; it is left out. Buffers: ``count`` (weighted number of values),
     ``running_mean``, ``running_var`` (weighted biased variance), ``num_batches_tracked``,
     ``num_samples_tracked``. No PyTorch equivalent.
+
+    Shape:
+        - Input: :math:`(N, C, *)`, statistics per channel over N and the spatial axes, merged with the past
+        - Output: same shape as the input
+
+    Example:
+        >>> rbn = RunningBatchNorm(3)
+        >>> rbn(torch.randn(2, 3, 4, 4)).shape
+        torch.Size([2, 3, 4, 4])
+        >>> rbn(torch.randn(1, 3, 1, 1)).shape  # one value per channel: BatchNorm2d would raise
+        torch.Size([1, 3, 1, 1])
+        >>> int(rbn.num_batches_tracked), int(rbn.num_samples_tracked)
+        (2, 3)
     """
 
     def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5, affine: bool = True,

@@ -49,10 +49,10 @@ def assert_same_step(mine, theirs, x, tol, steps=2):
         torch.testing.assert_close(gx1, gx2, **tol, msg=lambda m: f"input grad: {m}")
         assert gp1.keys() == gp2.keys()
         for name in gp1:
-            torch.testing.assert_close(gp1[name], gp2[name], **tol, msg=lambda m: f"{name}.grad: {m}")
-        for (n1, b1), (n2, b2) in zip(mine.named_buffers(), theirs.named_buffers()):
+            torch.testing.assert_close(gp1[name], gp2[name], **tol, msg=lambda m, name=name: f"{name}.grad: {m}")
+        for (n1, b1), (n2, b2) in zip(mine.named_buffers(), theirs.named_buffers(), strict=True):
             assert n1 == n2
-            torch.testing.assert_close(b1, b2, **tol, msg=lambda m: f"buffer {n1}: {m}")
+            torch.testing.assert_close(b1, b2, **tol, msg=lambda m, n1=n1: f"buffer {n1}: {m}")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -130,7 +130,7 @@ def _edge_id(case):
 def _randomize_affine(mine, theirs, seed=1):
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for (_, p1), (_, p2) in zip(mine.named_parameters(), theirs.named_parameters()):
+        for (_, p1), (_, p2) in zip(mine.named_parameters(), theirs.named_parameters(), strict=True):
             p2.copy_(torch.randn(p2.shape, generator=gen, dtype=p2.dtype))
             p1.copy_(p2)
 
@@ -228,19 +228,23 @@ def test_state_dict_round_trip_after_training(name, args, shape):
     torch.testing.assert_close(mine(x), fresh_theirs(x))
     fresh_mine = getattr(cn, name)(*args, **kwargs)
     fresh_mine.load_state_dict(fresh_theirs.state_dict(), strict=True)
-    for (n1, b1), (_, b2) in zip(fresh_mine.named_buffers(), mine.named_buffers()):
+    for (n1, b1), (_, b2) in zip(fresh_mine.named_buffers(), mine.named_buffers(), strict=True):
         torch.testing.assert_close(b1, b2, msg=n1)
 
 
-def test_old_checkpoint_without_num_batches_tracked_loads():
-    """Version-1 checkpoints (before num_batches_tracked) load as in PyTorch: the counter becomes 0."""
+@pytest.mark.parametrize("counter", [0, 5])
+def test_old_checkpoint_without_num_batches_tracked_loads(counter):
+    """Version-1 checkpoints (before num_batches_tracked) load as in PyTorch, which keeps the module's own
+    counter when the key is missing (0 for a fresh module)."""
     state = nn.BatchNorm2d(3).state_dict()
     del state["num_batches_tracked"]
     state._metadata[""]["version"] = 1
-    mine = cn.BatchNorm2d(3)
-    mine.num_batches_tracked.fill_(5)
-    mine.load_state_dict(state, strict=True)
-    assert int(mine.num_batches_tracked) == 5  # kept, as torch does when the key is missing
+    results = []
+    for module in (cn.BatchNorm2d(3), nn.BatchNorm2d(3)):
+        module.num_batches_tracked.fill_(counter)
+        module.load_state_dict(copy.deepcopy(state), strict=True)
+        results.append(int(module.num_batches_tracked))
+    assert results == [counter, counter]  # ours == torch.nn's, which is the counter it had
 
 
 def test_resets_restore_initial_state():
