@@ -16,6 +16,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from . import norms
 from .stats import RunningEstimates, ema_noise_std
 
 __all__ = ["new_figure", "figure_to_png", "plot_stats", "color_dim", "dead_chart", "plot_running_estimates",
@@ -191,12 +192,11 @@ def group_statistic_ids(num_channels: int, num_groups: int, batch_size: int = 2,
     GroupNorm splits the C channels into ``num_groups`` consecutive groups of ``C / G`` channels and computes
     one statistic per (sample, group), over (C/G, H, W): id = ``n * G + c // (C / G)``. ``G = 1`` gives
     LayerNorm's statistics (one per sample), ``G = C`` InstanceNorm's (one per sample and channel).
+    The layer itself says which axes it reduces: :meth:`course_lib.norms.GroupNorm.statistic_ids`.
     """
     if num_groups < 1 or num_channels % num_groups != 0:
         raise ValueError(f"expected num_groups dividing num_channels={num_channels}, got {num_groups}")
-    group = torch.arange(num_channels) // (num_channels // num_groups)
-    ids = torch.arange(batch_size).view(-1, 1) * num_groups + group.view(1, -1)
-    return ids.view(batch_size, num_channels, 1, 1).expand(batch_size, num_channels, height, width).contiguous()
+    return norms.GroupNorm(num_groups, num_channels).statistic_ids((batch_size, num_channels, height, width))
 
 
 def plot_group_norm(num_channels: int, num_groups: int, height: int = 4, width: int = 4,
@@ -243,9 +243,9 @@ def batch_statistic_ids(num_channels: int, batch_size: int = 2, height: int = 4,
     """Integer tensor ``(N, C, H, W)`` for BatchNorm: id = ``c``, one statistic per channel over (N, H, W).
 
     The counterpart of :func:`group_statistic_ids`: values with the same id share one mean and variance, and
-    here that id is the same in every sample of the batch.
+    here that id is the same in every sample of the batch (:meth:`course_lib.norms.BatchNorm2d.statistic_ids`).
     """
-    return torch.arange(num_channels).view(1, -1, 1, 1).expand(batch_size, num_channels, height, width).contiguous()
+    return norms.BatchNorm2d(num_channels).statistic_ids((batch_size, num_channels, height, width))
 
 
 def plot_batch_vs_layer_norm(num_channels: int = 6, samples: int = 3, height: int = 3, width: int = 3) -> Figure:
@@ -435,16 +435,14 @@ def shared_statistic_mask(layer: str, batch_size: int = 4, num_channels: int = 6
         raise ValueError(f"expected one of {NORMALIZATION_LAYERS}, got {layer!r}")
     if num_groups < 1 or num_channels % num_groups != 0:
         raise ValueError(f"expected num_groups dividing num_channels={num_channels}, got {num_groups}")
-    mask = torch.zeros(batch_size, num_channels, spatial, dtype=torch.bool)
-    if layer in ("BatchNorm", "RunningBatchNorm"):
-        mask[:, 0, :] = True
-    elif layer in ("LayerNorm", "RMSNorm"):
-        mask[0, :, :] = True
-    elif layer == "InstanceNorm":
-        mask[0, 0, :] = True
-    else:
-        mask[0, : num_channels // num_groups, :] = True
-    return mask
+    layers = {"BatchNorm": lambda: norms.BatchNorm1d(num_channels),  # RunningBatchNorm: BatchNorm's axes
+              "RunningBatchNorm": lambda: norms.BatchNorm1d(num_channels),
+              "LayerNorm": lambda: norms.LayerNorm([num_channels, spatial]),
+              "RMSNorm": lambda: norms.RMSNorm([num_channels, spatial]),
+              "InstanceNorm": lambda: norms.InstanceNorm1d(num_channels),
+              "GroupNorm": lambda: norms.GroupNorm(num_groups, num_channels)}
+    ids = layers[layer]().statistic_ids((batch_size, num_channels, spatial))
+    return ids == ids[0, 0, 0]
 
 
 def plot_normalization_overview(layers=NORMALIZATION_LAYERS, batch_size: int = 4, num_channels: int = 6,
