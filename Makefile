@@ -18,7 +18,7 @@ help:
 	@echo "make test     run every test CI runs: unit, notebooks (nbval), grading, browser"
 	@echo "make test-portability   every notebook under other CPU kernels, thread counts and COURSE_SEEDs"
 	@echo "make site     the course website from freshly executed notebooks (build/site/html)"
-	@echo "make bench    speed of course_lib.norms against PyTorch (ratios)"
+	@echo "make bench    course CNN step and each layer with course_lib vs torch.nn norms (ratios)"
 	@echo "make release  regenerate exercises/ from solutions/ (nbgrader)"
 	@echo "make grade SUBMISSIONS=dir GRADES=grades.csv   autograde a class"
 
@@ -70,6 +70,7 @@ test-site: install browser-deps
 	$(BIN)/python -m pytest tests/site $(PYTEST_FLAGS)
 
 bench: install
+	$(BIN)/python benchmarks/cnn_step.py
 	$(BIN)/python benchmarks/norms.py
 
 # Student versions: regenerate exercises/ from the masters in solutions/ (nbgrader, temporary gradebook).
