@@ -629,8 +629,8 @@ def _current_dispatch_mode():
 
 def _refuse(what: str, findings: Sequence[str], forbidden: Forbidden) -> None:
     if findings:
-        raise AssertionError(f"{what}: {'; '.join(findings)}: the exercise asks for it {forbidden.goal}. "
-                             "No points for this exercise until it is your own code")
+        raise AssertionError(f"{what} is not your own code, so this exercise earns no points: {'; '.join(findings)}. "
+                             f"The exercise asks for it {forbidden.goal}")
 
 
 def _run_student(what: str, fn: Callable[[], object], observation: _Observation):
