@@ -317,7 +317,7 @@ def scores(solutions: Path, cases: list[tuple[str, dict[str, str] | None]], time
             cells.append(nbformat.v4.new_code_cell(source, metadata={"nbgrader": meta, "case": index}))
     nb.cells = cells
     NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
-                   resources={"metadata": {"path": str(REPO)}}).execute()
+                   resources={"metadata": {"path": str(solutions.parent)}}).execute()  # its course_lib
     results = [{} for _ in cases]
     for cell in nb.cells:
         meta = _meta(cell)
@@ -361,6 +361,141 @@ def test_library_answers_earn_nothing_and_honest_ones_everything(table, exercise
     else:
         assert earned < full, f"{label}: expected to lose points, got all {full}"
         assert not any("is not your own code" in message for message in failures.values()), failures
+
+
+# ------------------------------------------------------------------------- the gate on its own, fast
+
+import functools  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+import course_lib.norms as cn  # noqa: E402
+import course_lib.stats as cs  # noqa: E402
+from course_lib import grading  # noqa: E402
+from torch.nn.functional import batch_norm as captured_batch_norm  # noqa: E402  (bound before any check runs)
+
+
+class Honest(nn.Module):
+    """BatchNorm2d from tensor operations (rsqrt, var(correction=0)), the kind of answer that must pass."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(torch.ones(c)), nn.Parameter(torch.zeros(c))
+        self.register_buffer("running_mean", torch.zeros(c))
+        self.register_buffer("running_var", torch.ones(c))
+
+    def stats(self, x):
+        if self.training:
+            return x.mean((0, 2, 3)), x.var((0, 2, 3), correction=0)
+        return self.running_mean, self.running_var
+
+    def forward(self, x):
+        mean, var = self.stats(x)
+        scale = self.weight * torch.rsqrt(var + 1e-5)
+        return x * scale[:, None, None] + (self.bias - mean * scale)[:, None, None]
+
+
+class CapturedFunction(Honest):
+    def forward(self, x):
+        return captured_batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, self.training)
+
+
+class TorchBuiltin(Honest):
+    def forward(self, x):
+        return torch.batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var, self.training, 0.1,
+                                1e-5, False)
+
+
+class HiddenInAList(Honest):
+    def __init__(self, c):
+        super().__init__(c)
+        self.hidden = [cn.BatchNorm2d(c)]  # not a registered submodule
+
+    def forward(self, x):
+        return self.hidden[0](x)
+
+
+class OnlyInEval(Honest):
+    def forward(self, x):
+        return super().forward(x) if self.training else F.batch_norm(x, self.running_mean, self.running_var)
+
+
+class SilencesTheProfiler(Honest):
+    def forward(self, x):
+        import sys
+        sys.setprofile(None)
+        return F.group_norm(x, 1, None, None)
+
+
+def _refused(layer_class, pattern):
+    with pytest.raises(AssertionError, match=pattern):
+        grading.check_own_layer(layer_class, "BatchNorm2d", lambda: layer_class(3), torch.randn(4, 3, 2, 2))
+
+
+def test_gate_accepts_tensor_operations():
+    grading.check_own_layer(Honest, "BatchNorm2d", lambda: Honest(3), torch.randn(4, 3, 2, 2))
+    grading.check_own_function(lambda a, b: (a - b).square().mean().sqrt(), "f",
+                               lambda: torch.var_mean(torch.randn(5)) and torch.linalg.vector_norm(torch.randn(3)))
+
+
+@pytest.mark.parametrize("layer_class, found", [
+    (cn.BatchNorm2d, r"is course_lib.norms.BatchNorm2d"),
+    (nn.LazyBatchNorm2d, r"is torch.nn.modules.batchnorm.LazyBatchNorm2d"),
+    (type("Sub", (nn.GroupNorm,), {}), r"is torch.nn.modules.normalization.GroupNorm \(or a subclass"),
+    (CapturedFunction, r"NativeBatchNormBackward0 in its autograd graph.*aten.native_batch_norm.*"
+                       r"called torch.nn.functional.batch_norm"),
+    (TorchBuiltin, r"called torch.batch_norm"),
+    (HiddenInAList, r"_NormalizeBackward in its autograd graph.*called course_lib.norms"),
+    (OnlyInEval, r"aten.native_batch_norm.* ran inside"),
+    (SilencesTheProfiler, r"NativeGroupNormBackward0 in its autograd graph.*aten.native_group_norm.*sys.setprofile was changed"),
+])
+def test_gate_names_what_it_found(layer_class, found):
+    _refused(layer_class, r"BatchNorm2d is not your own code, so this exercise earns no points: .*" + found)
+
+
+def test_gate_refuses_a_factory_and_a_wrapping_submodule():
+    with pytest.raises(AssertionError, match=r"builds a torch.nn.modules.instancenorm.InstanceNorm2d"):
+        grading.check_own_layer(lambda c: nn.InstanceNorm2d(c), "InstanceNorm2d", lambda: nn.InstanceNorm2d(3),
+                                torch.randn(2, 3, 2, 2))
+    wrapper = type("Wrapper", (nn.Module,), {"__init__": lambda self: (nn.Module.__init__(self), setattr(
+        self, "ln", nn.LayerNorm(2)))[0], "forward": lambda self, x: self.ln(x)})
+    with pytest.raises(AssertionError, match=r"holds a library layer: self.ln \(torch.nn.modules.normalization.LayerNorm"):
+        grading.check_own_layer(wrapper, "LayerNorm", wrapper, torch.randn(2, 2))
+
+
+@pytest.mark.parametrize("fn, found", [
+    (cs.merge_moments, "is course_lib.stats.merge_moments"),
+    (functools.partial(cs.merge_moments), "is course_lib.stats.merge_moments"),
+    (lambda *args: cs.merge_moments(*args), "called course_lib.stats.merge_moments"),
+])
+def test_function_gate_finds_course_lib(fn, found):
+    with pytest.raises(AssertionError, match=found):
+        grading.check_own_function(fn, "merge_moments", lambda: fn(2, torch.zeros(2), torch.ones(2), 3,
+                                                                   torch.ones(2), torch.ones(2)))
+
+
+def test_training_gate_allows_the_models_own_layers_but_not_update_bn():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
+    batches = [torch.randn(4, 1, 5, 5)]
+
+    def by_hand(model, batches):
+        model[1].reset_running_stats()
+        with torch.no_grad():
+            model(batches[0])
+
+    grading.check_own_function(by_hand, "recalibrate_bn", lambda: by_hand(model, batches), forbidden=grading.TRAINING)
+    update = lambda model, batches: torch.optim.swa_utils.update_bn(batches, model)  # noqa: E731
+    with pytest.raises(AssertionError, match=r"called torch.optim.swa_utils.update_bn"):
+        grading.check_own_function(update, "recalibrate_bn", lambda: update(model, batches),
+                                   forbidden=grading.TRAINING)
+
+
+def test_gate_reports_an_answer_that_raises():
+    broken = type("Broken", (Honest,), {"forward": lambda self, x: x.view(-1, 7)})
+    with pytest.raises(AssertionError, match=r"raised RuntimeError .* while it was checked for library calls"):
+        grading.check_own_layer(broken, "BatchNorm2d", lambda: broken(3), torch.randn(4, 3, 2, 2))
 
 
 if __name__ == "__main__":  # the alias table of the review, for the masters in sys.argv[1] (default: solutions/)
