@@ -33,14 +33,14 @@ import math
 import numbers
 import os
 import re
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from sys import getprofile as _getprofile, setprofile as _setprofile  # bound here: the guard restores them
 
 import torch
 from torch import Tensor, nn
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatch_mode
 
 __all__ = [
     "check_tensor", "check_number", "check_is_number", "check_option", "check_answer", "check_raises", "check_silent",
@@ -592,16 +592,16 @@ class _Observation:
 
     def run(self, fn: Callable[[], object]):
         """``fn()`` with the recorders on; its result. Exceptions propagate (after the recorders are off)."""
-        previous = sys.getprofile()
+        previous = _getprofile()
         with self.ops if self.ops is not None else contextlib.nullcontext():
-            sys.setprofile(self.calls)
+            _setprofile(self.calls)
             try:
                 result = fn()
             finally:
-                if sys.getprofile() is not self.calls:
+                if _getprofile() is not self.calls:
                     self.tampered.append("sys.setprofile was changed")
-                sys.setprofile(previous)
-                if self.ops is not None and _current_dispatch_mode() is not self.ops:
+                _setprofile(previous)
+                if self.ops is not None and _get_current_dispatch_mode() is not self.ops:
                     self.tampered.append("the torch dispatch mode stack was changed")
         if self.forbidden.norm_ops:
             self.nodes += [n for n in _library_nodes(_tensors_in(result)) if n not in self.nodes]
@@ -620,11 +620,6 @@ class _Observation:
         if self.tampered:
             found.append(f"while {subject} ran, {' and '.join(self.tampered)} (the check could not watch it)")
         return found
-
-
-def _current_dispatch_mode():
-    from torch.utils._python_dispatch import _get_current_dispatch_mode
-    return _get_current_dispatch_mode()
 
 
 def _refuse(what: str, findings: Sequence[str], forbidden: Forbidden) -> None:
