@@ -298,7 +298,8 @@ def check_layer(student: nn.Module, reference: nn.Module, inputs: Sequence[Tenso
                 param_names: Mapping[str, str] | None = None, stat_dims: tuple[int, ...] | None = None,
                 per_channel_affine: bool = True,
                 grads: bool = True, rtol: float = 1e-4, atol: float = 1e-5, seed: int = 0,
-                extra_mistakes: Callable[[int, Tensor], Mapping[str, Mapping[str, Tensor]]] | None = None) -> None:
+                extra_mistakes: Callable[[int, Tensor], Mapping[str, Mapping[str, Tensor]]] | None = None,
+                from_scratch: bool = False) -> None:
     """``student`` behaves like ``reference``: one training step per tensor of ``inputs`` (outputs, input and
     parameter gradients, then the ``buffers``), then eval mode on ``eval_input``.
 
@@ -306,18 +307,22 @@ def check_layer(student: nn.Module, reference: nn.Module, inputs: Sequence[Tenso
     and ``bias`` when the reference has them). ``stat_dims``: the axes the statistics reduce, used to name
     classic mistakes (with a weight of shape ``(C,)`` when ``per_channel_affine``, else shaped like the
     trailing axes as in LayerNorm). ``extra_mistakes(step, x)`` may add ``{"buffer name": {explanation: value}}``.
+    ``from_scratch``: every call of the student's layer is watched as by :func:`check_own_layer` (library calls,
+    normalization kernels, library nodes in its output's graph), so a layer that uses the library only on some
+    inputs, or only when it is not watched by the gate, earns nothing either.
     """
     if param_names is None:
         param_names = {n: n for n in ("weight", "bias") if getattr(reference, n, None) is not None}
     buffers = dict(buffers or {})
     _set_same_parameters(student, reference, param_names, what, seed)
+    observation = _Observation(NORMALIZATION) if from_scratch else None
     gen = torch.Generator().manual_seed(seed + 1)
     _switch_mode(student, True, what)
     reference.train()
     for step, x in enumerate(inputs, start=1):
         label = f"{what} (training step {step})"
         grad_output = torch.randn(x.shape, generator=gen, dtype=x.dtype) if grads else None
-        mine = forward_backward(student, x, grad_output, param_names)
+        mine = _watched(what, observation, lambda: forward_backward(student, x, grad_output, param_names))
         theirs = forward_backward(reference, x, grad_output, {name: name for name in param_names})
         mistakes = {"output": {}, "grad_input": {}}
         if stat_dims is not None:
@@ -352,7 +357,8 @@ def check_layer(student: nn.Module, reference: nn.Module, inputs: Sequence[Tenso
         _switch_mode(student, False, what)
         reference.eval()
         with torch.no_grad():
-            mine, theirs = student(eval_input), reference(eval_input)
+            mine = _watched(what, observation, lambda: student(eval_input))
+            theirs = reference(eval_input)
         mistakes = {}
         if stat_dims is not None:
             with torch.no_grad():
@@ -365,6 +371,17 @@ def check_layer(student: nn.Module, reference: nn.Module, inputs: Sequence[Tenso
             got = getattr(student, my_name)
             check_tensor(got.reshape(expected.shape) if got.numel() == expected.numel() else got, expected,
                          f"{what} (eval mode): {my_name} must not change in eval mode", rtol=rtol, atol=atol)
+
+
+def _watched(what: str, observation, fn: Callable[[], object]):
+    """``fn()`` (a call of the student's layer), watched by ``observation`` when there is one."""
+    if observation is None:
+        return fn()
+    result = observation.run(fn)
+    output = result.output if isinstance(result, StepResult) else result
+    observation.nodes += [n for n in _library_nodes(_tensors_in(output)) if n not in observation.nodes]
+    _refuse(what, observation.findings("your layer"), NORMALIZATION)
+    return result
 
 
 class BatchNormRunningMistakes:
