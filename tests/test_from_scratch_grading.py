@@ -498,6 +498,38 @@ def test_gate_reports_an_answer_that_raises():
         grading.check_own_layer(broken, "BatchNorm2d", lambda: broken(3), torch.randn(4, 3, 2, 2))
 
 
+class LibraryWhenUnwatched(Honest):
+    """Honest on the gate's input shape and whenever a profiler is set; F.batch_norm otherwise."""
+
+    def forward(self, x):
+        import sys
+        if tuple(x.shape) == (4, 3, 2, 2) or sys.getprofile() is not None:
+            return super().forward(x)
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, self.training)
+
+
+def test_check_layer_watches_every_graded_call():
+    """The gate alone can be evaded by a layer that behaves while watched; check_layer(from_scratch=True) cannot:
+    the outputs it grades are the watched ones."""
+    grading.check_own_layer(LibraryWhenUnwatched, "BatchNorm2d", lambda: LibraryWhenUnwatched(3),
+                            torch.randn(4, 3, 2, 2))
+    batches = [torch.randn(8, 3, 4, 4)]
+    buffers = {"running_mean": "running_mean", "running_var": "running_var"}
+    grading.check_layer(LibraryWhenUnwatched(3), nn.BatchNorm2d(3), batches, "BatchNorm2d", buffers=buffers,
+                        eval_input=batches[0])
+    grading.check_layer(Honest(3), nn.BatchNorm2d(3, momentum=0.0), batches, "BatchNorm2d", eval_input=batches[0],
+                        stat_dims=(0, 2, 3), from_scratch=True)
+    # watched, it takes its honest branch, which does not update the running buffers: the library branch that
+    # passed above is never what gets graded
+    with pytest.raises(AssertionError, match="running_mean: max abs difference"):
+        grading.check_layer(LibraryWhenUnwatched(3), nn.BatchNorm2d(3), batches, "BatchNorm2d", buffers=buffers,
+                            eval_input=batches[0], from_scratch=True)
+    wrapper = type("Wrapper", (Honest,), {"forward": lambda self, x: F.batch_norm(
+        x, self.running_mean, self.running_var, self.weight, self.bias, self.training)})
+    with pytest.raises(AssertionError, match="is not your own code.*NativeBatchNormBackward0"):
+        grading.check_layer(wrapper(3), nn.BatchNorm2d(3), batches, "BatchNorm2d", from_scratch=True)
+
+
 if __name__ == "__main__":  # the alias table of the review, for the masters in sys.argv[1] (default: solutions/)
     root = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "solutions"
     for (exercise, label), result in measure(root).items():
