@@ -533,6 +533,12 @@ class _NormOpRecorder(TorchDispatchMode):
         super().__init__()
         self.ops: list[str] = []
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        """No torch.compile runs here: without this, the first use imports torch._dynamo (15 s on a busy CPU,
+        past a test cell's timeout)."""
+        return False
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = str(func.overloadpacket)
         if _NORM_NAME.search(name) and name not in self.ops:

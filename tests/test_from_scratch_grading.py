@@ -530,6 +530,17 @@ def test_check_layer_watches_every_graded_call():
         grading.check_layer(wrapper(3), nn.BatchNorm2d(3), batches, "BatchNorm2d", from_scratch=True)
 
 
+def test_gate_is_quick_in_a_fresh_process():
+    """The first dispatch mode of a process must not import torch._dynamo (15 s on a busy CPU: past the grader's
+    cell timeout, which killed every correct submission's kernel)."""
+    import subprocess
+    code = ("import sys, torch\nfrom course_lib import grading\n"
+            "grading.check_from_scratch(lambda: torch.nn.Linear(2, 2)(torch.randn(3, 2)).sum().backward(), 'x')\n"
+            "print('torch._dynamo' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.stdout.strip() == "False", f"torch._dynamo imported by the gate: {result.stdout} {result.stderr}"
+
+
 if __name__ == "__main__":  # the alias table of the review, for the masters in sys.argv[1] (default: solutions/)
     root = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "solutions"
     for (exercise, label), result in measure(root).items():
