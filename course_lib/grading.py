@@ -15,26 +15,37 @@ statements, never a bare expression (nbgrader would take a displayed value as th
   the expected one; :func:`check_is_number`, :func:`check_option` -- an answer is well-formed (visible tests);
 * :func:`check_layer` -- a layer against its PyTorch / ``course_lib.norms`` twin over several training steps
   and in eval mode: outputs, input and parameter gradients, running buffers;
-* :func:`check_from_scratch` -- the code under test calls none of PyTorch's or course_lib's normalization
-  functions; :func:`check_buffers_detached` -- no autograd graph was stored in a buffer;
+* :func:`check_own_layer`, :func:`check_own_function` -- the gate that opens each test cell of an
+  implementation exercise: the answer is not, does not subclass, hold, wrap or call torch's or course_lib's
+  implementation (class MRO and submodules; library functions seen by ``sys.setprofile``; PyTorch
+  normalization kernels seen by a ``TorchDispatchMode``; library backward nodes in the output's autograd
+  graph), else the cell fails with what was found; :func:`check_from_scratch` -- the runtime part alone;
+* :func:`check_buffers_detached` -- no autograd graph was stored in a buffer;
 * :func:`normalization_mistakes` -- the outputs of the classic wrong normalizations, for messages.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import io
 import math
 import numbers
+import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from sys import getprofile as _getprofile, setprofile as _setprofile  # bound here: the guard restores them
 
 import torch
 from torch import Tensor, nn
+from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatch_mode
 
 __all__ = [
     "check_tensor", "check_number", "check_is_number", "check_option", "check_answer", "check_raises", "check_silent",
-    "check_layer", "check_from_scratch", "check_buffers_detached", "check_state_dict_compatible",
+    "check_layer", "check_from_scratch", "check_own_layer", "check_own_function", "NORMALIZATION", "TRAINING",
+    "Forbidden", "check_buffers_detached", "check_state_dict_compatible",
     "normalization_mistakes", "BatchNormRunningMistakes", "StepResult", "forward_backward",
 ]
 
@@ -287,7 +298,8 @@ def check_layer(student: nn.Module, reference: nn.Module, inputs: Sequence[Tenso
                 param_names: Mapping[str, str] | None = None, stat_dims: tuple[int, ...] | None = None,
                 per_channel_affine: bool = True,
                 grads: bool = True, rtol: float = 1e-4, atol: float = 1e-5, seed: int = 0,
-                extra_mistakes: Callable[[int, Tensor], Mapping[str, Mapping[str, Tensor]]] | None = None) -> None:
+                extra_mistakes: Callable[[int, Tensor], Mapping[str, Mapping[str, Tensor]]] | None = None,
+                from_scratch: bool = False) -> None:
     """``student`` behaves like ``reference``: one training step per tensor of ``inputs`` (outputs, input and
     parameter gradients, then the ``buffers``), then eval mode on ``eval_input``.
 
@@ -295,18 +307,22 @@ def check_layer(student: nn.Module, reference: nn.Module, inputs: Sequence[Tenso
     and ``bias`` when the reference has them). ``stat_dims``: the axes the statistics reduce, used to name
     classic mistakes (with a weight of shape ``(C,)`` when ``per_channel_affine``, else shaped like the
     trailing axes as in LayerNorm). ``extra_mistakes(step, x)`` may add ``{"buffer name": {explanation: value}}``.
+    ``from_scratch``: every call of the student's layer is watched as by :func:`check_own_layer` (library calls,
+    normalization kernels, library nodes in its output's graph), so a layer that uses the library only on some
+    inputs, or only when it is not watched by the gate, earns nothing either.
     """
     if param_names is None:
         param_names = {n: n for n in ("weight", "bias") if getattr(reference, n, None) is not None}
     buffers = dict(buffers or {})
     _set_same_parameters(student, reference, param_names, what, seed)
+    observation = _Observation(NORMALIZATION) if from_scratch else None
     gen = torch.Generator().manual_seed(seed + 1)
     _switch_mode(student, True, what)
     reference.train()
     for step, x in enumerate(inputs, start=1):
         label = f"{what} (training step {step})"
         grad_output = torch.randn(x.shape, generator=gen, dtype=x.dtype) if grads else None
-        mine = forward_backward(student, x, grad_output, param_names)
+        mine = _watched(what, observation, lambda: forward_backward(student, x, grad_output, param_names))
         theirs = forward_backward(reference, x, grad_output, {name: name for name in param_names})
         mistakes = {"output": {}, "grad_input": {}}
         if stat_dims is not None:
@@ -341,7 +357,8 @@ def check_layer(student: nn.Module, reference: nn.Module, inputs: Sequence[Tenso
         _switch_mode(student, False, what)
         reference.eval()
         with torch.no_grad():
-            mine, theirs = student(eval_input), reference(eval_input)
+            mine = _watched(what, observation, lambda: student(eval_input))
+            theirs = reference(eval_input)
         mistakes = {}
         if stat_dims is not None:
             with torch.no_grad():
@@ -354,6 +371,17 @@ def check_layer(student: nn.Module, reference: nn.Module, inputs: Sequence[Tenso
             got = getattr(student, my_name)
             check_tensor(got.reshape(expected.shape) if got.numel() == expected.numel() else got, expected,
                          f"{what} (eval mode): {my_name} must not change in eval mode", rtol=rtol, atol=atol)
+
+
+def _watched(what: str, observation, fn: Callable[[], object]):
+    """``fn()`` (a call of the student's layer), watched by ``observation`` when there is one."""
+    if observation is None:
+        return fn()
+    result = observation.run(fn)
+    output = result.output if isinstance(result, StepResult) else result
+    observation.nodes += [n for n in _library_nodes(_tensors_in(output)) if n not in observation.nodes]
+    _refuse(what, observation.findings("your layer"), NORMALIZATION)
+    return result
 
 
 class BatchNormRunningMistakes:
@@ -420,46 +448,279 @@ def check_buffers_detached(module: nn.Module, what: str) -> None:
                 "statistics)")
 
 
-_NORM_FUNCTIONS = {
-    torch.nn.functional: ("batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm", "local_response_norm"),
-    torch: ("batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm", "native_batch_norm",
-            "native_layer_norm", "native_group_norm", "_native_batch_norm_legit",
-            "_native_batch_norm_legit_no_training", "cudnn_batch_norm"),
-}
+# ------------------------------------------------------------------------------------- from scratch
+
+_COURSE_LIB = str(Path(__file__).resolve().parent) + os.sep
+_TORCH = Path(torch.__file__).resolve().parent
+# course_lib files a student's code may run: the checks themselves and the seed knob
+_COURSE_LIB_ALLOWED = tuple(_COURSE_LIB + name for name in ("grading.py", "seed.py"))
+_NORM_MODULE_FILES = tuple(str(_TORCH / "nn" / "modules" / f"{name}.py")
+                           for name in ("batchnorm", "instancenorm", "normalization"))
+_TRAINING_FILES = tuple(str(_TORCH / "optim" / f"{name}.py") for name in ("swa_utils", "lr_scheduler"))
+_FUNCTIONAL_FILE = str(_TORCH / "nn" / "functional.py")
+# names of normalization functions, builtins and aten kernels (vector_norm, F.normalize and var_mean are fine)
+_NORM_NAME = re.compile(r"(batch|layer|group|instance|rms|local_response)_norm|_norm_backward|native_norm")
+# autograd nodes of PyTorch's normalization kernels: NativeBatchNormBackward0, NativeLayerNormBackward0, ...
+_NORM_NODE = re.compile(r"(Batch|Layer|Group|Instance|Rms|RMS)Norm\w*Backward")
 
 
-def _forbidden(qualname: str):
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"the layer called {qualname}: this exercise builds the layer from tensor "
-                             "operations (mean, var, sqrt, ...), not from a library normalization")
-    return refuse
+@dataclass(frozen=True)
+class Forbidden:
+    """What the code of one kind of exercise may not use, and how to find out that it did.
+
+    ``files``: Python files none of whose functions may run while the student's code runs (course_lib always;
+    PyTorch's normalization modules for layers; ``torch.optim.swa_utils`` and ``lr_scheduler`` always).
+    ``norm_ops``: also refuse PyTorch's normalization functions, builtins and aten kernels, and their backward
+    nodes in the autograd graph of an output (off where the student's code legitimately runs ``nn.BatchNorm2d``
+    layers of a given model, as in a recalibration).
+    """
+
+    goal: str
+    files: tuple[str, ...]
+    norm_ops: bool
 
 
-@contextlib.contextmanager
-def _norm_functions_refused():
-    import course_lib.functional as clf
-    import course_lib.norms as cln
+NORMALIZATION = Forbidden("from tensor operations (mean, var, sqrt, ...), not from a library normalization or "
+                          "course_lib's code",
+                          _NORM_MODULE_FILES + _TRAINING_FILES, norm_ops=True)
+TRAINING = Forbidden("written by you, not taken from course_lib or torch.optim (plain Python, math and tensor "
+                     "operations; calling the given model and its layers' own methods is fine)",
+                     _TRAINING_FILES, norm_ops=False)
 
-    targets = dict(_NORM_FUNCTIONS)
-    targets[clf] = ("normalize", "normalize_with_stats", "reference_normalize")
-    targets[cln] = ("normalize", "normalize_with_stats")
-    saved = []
+
+def _in_forbidden_file(filename: str, forbidden: Forbidden) -> bool:
+    if filename.startswith(_COURSE_LIB):
+        return filename not in _COURSE_LIB_ALLOWED
+    return filename in forbidden.files
+
+
+def _qualified(module: str | None, name: str) -> str:
+    return f"{module}.{name}" if module else name
+
+
+def _library_origin(obj, forbidden: Forbidden) -> str | None:
+    """The library thing ``obj`` is, or comes from (a class in its MRO, the function a partial or method wraps)."""
+    seen = 0
+    while seen < 10:  # unwrap partials, bound methods, static/class methods and functools.wraps chains
+        seen += 1
+        inner = getattr(obj, "func", None) if isinstance(obj, functools.partial) else \
+            getattr(obj, "__func__", None) or getattr(obj, "__wrapped__", None)
+        if inner is None:
+            break
+        obj = inner
+    if isinstance(obj, type):
+        for base in obj.__mro__:
+            if base in (nn.Module, object) or not base.__module__.startswith(("torch", "course_lib")):
+                continue
+            return _qualified(base.__module__, base.__qualname__)
+        return None
+    code = getattr(obj, "__code__", None)
+    if code is not None:
+        if _in_forbidden_file(code.co_filename, forbidden) or \
+                (forbidden.norm_ops and code.co_filename == _FUNCTIONAL_FILE and _NORM_NAME.search(code.co_name)):
+            return _qualified(getattr(obj, "__module__", None), getattr(obj, "__qualname__", code.co_name))
+        return None
+    name = getattr(obj, "__name__", "")
+    if callable(obj) and forbidden.norm_ops and isinstance(name, str) and _NORM_NAME.search(name):
+        return _qualified(getattr(obj, "__module__", None) or "torch", name)  # a builtin such as torch.batch_norm
+    return None
+
+
+class _NormOpRecorder(TorchDispatchMode):
+    """Records the aten normalization kernels dispatched while it is active (forward and backward)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops: list[str] = []
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        """No torch.compile runs here: without this, the first use imports torch._dynamo (15 s on a busy CPU,
+        past a test cell's timeout)."""
+        return False
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func.overloadpacket)
+        if _NORM_NAME.search(name) and name not in self.ops:
+            self.ops.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+class _CallRecorder:
+    """A ``sys.setprofile`` function: the library functions (Python and builtin) called while it is set."""
+
+    def __init__(self, forbidden: Forbidden):
+        self.forbidden, self.calls = forbidden, []
+
+    def __call__(self, frame, event, arg):
+        found = None
+        if event == "call":
+            code = frame.f_code
+            if _in_forbidden_file(code.co_filename, self.forbidden) or (
+                    self.forbidden.norm_ops and code.co_filename == _FUNCTIONAL_FILE and _NORM_NAME.search(code.co_name)):
+                found = _qualified(frame.f_globals.get("__name__"), getattr(code, "co_qualname", code.co_name))
+        elif event == "c_call" and self.forbidden.norm_ops:
+            name = getattr(arg, "__name__", "")
+            if isinstance(name, str) and _NORM_NAME.search(name):
+                found = _qualified(getattr(arg, "__module__", None) or "torch", name)
+        if found is not None and found not in self.calls:
+            self.calls.append(found)
+
+
+def _library_nodes(outputs) -> list[str]:
+    """Backward nodes of library normalizations in the autograd graphs of the tensors in ``outputs``."""
+    stack = [t.grad_fn for t in outputs if isinstance(t, Tensor) and t.grad_fn is not None]
+    seen, found = set(), []
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        name = type(node).__name__
+        forward_cls = getattr(node, "_forward_cls", None)
+        if _NORM_NODE.search(name) or (forward_cls is not None and
+                                        getattr(forward_cls, "__module__", "").startswith("course_lib")):
+            found.append(name)
+        stack.extend(fn for fn, _ in node.next_functions)
+    return found
+
+
+def _tensors_in(value) -> list[Tensor]:
+    if isinstance(value, Tensor):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in _tensors_in(v)]
+    return []
+
+
+def _library_modules(module: nn.Module, forbidden: Forbidden) -> list[str]:
+    """Submodules of ``module`` that are (or subclass) a library class, as ``"self.bn (torch....BatchNorm2d)"``."""
+    found = []
+    for name, sub in module.named_modules():
+        origin = _library_origin(type(sub), forbidden) if name else None
+        if origin is not None:
+            found.append(f"self.{name} ({origin})")
+    return found
+
+
+class _Observation:
+    """What one run of the student's code used: library calls, aten normalization kernels, graph nodes."""
+
+    def __init__(self, forbidden: Forbidden):
+        self.forbidden = forbidden
+        self.calls = _CallRecorder(forbidden)
+        self.ops = _NormOpRecorder() if forbidden.norm_ops else None
+        self.nodes: list[str] = []
+        self.tampered: list[str] = []
+
+    def run(self, fn: Callable[[], object]):
+        """``fn()`` with the recorders on; its result. Exceptions propagate (after the recorders are off)."""
+        previous = _getprofile()
+        with self.ops if self.ops is not None else contextlib.nullcontext():
+            _setprofile(self.calls)
+            try:
+                result = fn()
+            finally:
+                if _getprofile() is not self.calls:
+                    self.tampered.append("sys.setprofile was changed")
+                _setprofile(previous)
+                if self.ops is not None and _get_current_dispatch_mode() is not self.ops:
+                    self.tampered.append("the torch dispatch mode stack was changed")
+        if self.forbidden.norm_ops:
+            self.nodes += [n for n in _library_nodes(_tensors_in(result)) if n not in self.nodes]
+        return result
+
+    def findings(self, subject: str) -> list[str]:
+        """Sentences saying what was found, e.g. "your X's output was computed by ... (Node in its graph)"."""
+        found = []
+        if self.nodes:
+            found.append(f"{subject}'s output was computed by a library normalization ({', '.join(self.nodes)} "
+                         "in its autograd graph)")
+        if self.ops is not None and self.ops.ops:
+            found.append(f"PyTorch's normalization kernel {', '.join(self.ops.ops)} ran inside {subject}")
+        if self.calls.calls:
+            found.append(f"{subject} called {', '.join(self.calls.calls[:4])}")
+        if self.tampered:
+            found.append(f"while {subject} ran, {' and '.join(self.tampered)} (the check could not watch it)")
+        return found
+
+
+def _refuse(what: str, findings: Sequence[str], forbidden: Forbidden) -> None:
+    if findings:
+        raise AssertionError(f"{what} is not your own code, so this exercise earns no points: {'; '.join(findings)}. "
+                             f"The exercise asks for it {forbidden.goal}")
+
+
+def _run_student(what: str, fn: Callable[[], object], observation: _Observation):
     try:
-        for module, names in targets.items():
-            for name in names:
-                if hasattr(module, name):
-                    saved.append((module, name, getattr(module, name)))
-                    setattr(module, name, _forbidden(f"{module.__name__}.{name}"))
-        yield
-    finally:
-        for module, name, value in saved:
-            setattr(module, name, value)
+        return observation.run(fn)
+    except Exception as error:  # noqa: BLE001 - the student's code may raise anything
+        _refuse(what, observation.findings(f"your {what}"), observation.forbidden)
+        raise AssertionError(f"{what}: raised {type(error).__name__} ({error}) while it was checked for library "
+                             "calls, so the check could not tell whether it is your own code: it must run on "
+                             "this ordinary input") from None
+
+
+def check_own_layer(layer_class, what: str, make: Callable[[], nn.Module], x: Tensor) -> None:
+    """The gate of a layer exercise (run first in each of its test cells): no points for a library layer.
+
+    Fails when ``layer_class`` is, or subclasses, a torch.nn or course_lib class; when the layer ``make()``
+    builds holds one as a submodule; or when building it, a training step (forward and backward on ``x``) or an
+    eval-mode forward runs library normalization code (a torch.nn / course_lib function, a PyTorch
+    normalization kernel, or a library backward node in the output's graph). Only ``nn.Module`` and
+    ``nn.Parameter`` and plain tensor operations are allowed. A layer whose mode cannot be switched (a bug
+    the other tests report) is checked in the mode it has.
+    """
+    subject = f"your {what}"
+    origin = _library_origin(layer_class, NORMALIZATION)
+    if origin is not None:
+        _refuse(what, [f"{subject} is {origin} (or a subclass of it)"], NORMALIZATION)
+    observation = _Observation(NORMALIZATION)
+    layer = _run_student(what, make, observation)
+    if not isinstance(layer, nn.Module):
+        raise AssertionError(f"{what}: expected an nn.Module, got {_describe(layer)}")
+    origin = _library_origin(type(layer), NORMALIZATION)
+    found = [f"{subject} builds a {origin}"] if origin is not None else []
+    found += [f"{subject} holds a library layer: {m}" for m in _library_modules(layer, NORMALIZATION)]
+    _refuse(what, found, NORMALIZATION)
+
+    def step():
+        y = layer(x.detach().clone().requires_grad_(True))
+        if isinstance(y, Tensor) and y.requires_grad:
+            y.sum().backward()
+        return y
+
+    for training in (True, False):
+        try:
+            layer.train(training)
+        except Exception:  # noqa: BLE001 - a shadowed train(): test cells report it
+            continue
+        if layer.training is not training:
+            continue
+        _run_student(what, step, observation)
+    _refuse(what, observation.findings(subject), NORMALIZATION)
+
+
+def check_own_function(fn, what: str, run: Callable[[], object], *, forbidden: Forbidden = NORMALIZATION) -> None:
+    """The gate of a function exercise (run first in each of its test cells): no points for library code.
+
+    Fails when ``fn`` is (or wraps) a course_lib / torch.nn / torch.optim function, or when ``run()`` (which
+    calls ``fn``) runs such code: see :class:`Forbidden` (``NORMALIZATION`` for statistics and layers,
+    ``TRAINING`` where the student's code drives a given model). Returns nothing; ``run()``'s result is
+    checked for library graph nodes with ``NORMALIZATION``.
+    """
+    if not callable(fn):
+        raise AssertionError(f"{what}: expected a function, got {_describe(fn)}")
+    origin = _library_origin(fn, forbidden)
+    if origin is not None:
+        _refuse(what, [f"your {what} is {origin}"], forbidden)
+    observation = _Observation(forbidden)
+    _run_student(what, run, observation)
+    _refuse(what, observation.findings(f"your {what}"), forbidden)
 
 
 def check_from_scratch(fn: Callable[[], object], what: str) -> None:
     """``fn()`` (e.g. a forward and backward pass) runs without PyTorch's or course_lib's normalizations."""
-    try:
-        with _norm_functions_refused():
-            fn()
-    except AssertionError as error:
-        raise AssertionError(f"{what}: {error}") from None
+    observation = _Observation(NORMALIZATION)
+    observation.run(fn)
+    _refuse(what, observation.findings("the layer"), NORMALIZATION)

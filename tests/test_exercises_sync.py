@@ -71,3 +71,45 @@ def test_master_follows_the_grading_rules(assignment):
             assert "### BEGIN SOLUTION" not in cell.source
         elif "### BEGIN HIDDEN TESTS" in cell.source:
             pytest.fail(f"{assignment}: hidden tests outside a test cell ({cell.get('id')})")
+
+
+# Implementation exercises without a library twin to copy (nothing in torch or course_lib does what they ask).
+NO_LIBRARY_TWIN = {"batch_dependence", "freeze_batchnorm"}
+GATES = ("check_own_layer", "check_own_function")
+
+
+def _defined_names(source: str) -> set[str]:
+    return {n.name for n in ast.parse(source).body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+
+
+def _visible_part(source: str) -> str:
+    return source.split("### BEGIN HIDDEN TESTS")[0]
+
+
+@pytest.mark.parametrize("assignment", sorted(MASTERS))
+def test_every_implementation_test_cell_opens_with_the_from_scratch_gate(assignment):
+    """A library answer must lose *all* points of its exercise: each of its test cells runs the gate first."""
+    nb = nbformat.read(MASTERS[assignment], as_version=4)
+    defined: set[str] = set()
+    gated = 0
+    for cell in nb.cells:
+        meta = _nbgrader(cell)
+        if meta.get("solution"):
+            defined = _defined_names(cell.source) - NO_LIBRARY_TWIN
+        elif cell in _test_cells(nb) and defined:
+            first = ast.parse(cell.source).body[0]
+            call = first.value if isinstance(first, ast.Expr) and isinstance(first.value, ast.Call) else None
+            gate = call is not None and isinstance(call.func, ast.Attribute) and call.func.attr in GATES
+            assert gate and isinstance(call.args[0], ast.Name) and call.args[0].id in defined, (
+                f"{assignment}/{meta['grade_id']}: expected to open with grading.check_own_layer/check_own_function "
+                f"on one of {sorted(defined)}, got {ast.get_source_segment(cell.source, first)!r}")
+            gated += 1
+    assert gated or assignment == "Q2", f"{assignment}: expected gated test cells"
+
+
+@pytest.mark.parametrize("assignment", sorted(MASTERS))
+def test_every_test_cell_checks_something_visible(assignment):
+    """A cell whose tests are all hidden would 'pass' when the student runs it (README: a clean run earns points)."""
+    for cell in _test_cells(nbformat.read(MASTERS[assignment], as_version=4)):
+        assert ast.parse(_visible_part(cell.source)).body, (
+            f"{assignment}/{_nbgrader(cell)['grade_id']}: the visible part of the test cell checks nothing")
