@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -81,8 +82,6 @@ def bwrap_path() -> str | None:
 
 def require_bwrap() -> str:
     """The path of ``bwrap``, after checking that it can start a sandbox here; raises :class:`SandboxUnavailable`."""
-    import subprocess
-
     path = bwrap_path()
     if path is None or not sys.platform.startswith("linux"):
         raise SandboxUnavailable(f"the grading sandbox needs bubblewrap (bwrap), not found on this "
@@ -219,6 +218,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         self._kernel_spec = KernelSpec(argv=spec.argv, display_name=spec.display_name, language=spec.language,
                                        interrupt_mode="message", env={}, metadata=spec.metadata)
         kw.pop("cwd", None)
+        kw["stdout"] = subprocess.DEVNULL  # ipykernel's "how to connect" banner, not for the grader's terminal
         kernel_cmd, kw = await super()._async_pre_start_kernel(**kw)
         if uid is not None and os.path.exists(self.connection_file):
             os.chown(self.connection_file, uid, uid)
