@@ -95,17 +95,21 @@ def require_bwrap() -> str:
     return path
 
 
-def copy_student_course_lib(destination: Path) -> Path:
-    """Copy the ``course_lib`` package as students receive it (no caches) to ``destination/course_lib``, compiled,
-    and return ``destination``. Used for the sandbox and for ``make student-dist``."""
+def copy_student_course_lib(destination: Path, exclude: tuple[str, ...] = (), compiled: bool = True) -> Path:
+    """Copy the ``course_lib`` package (no caches, no file in ``exclude``) to ``destination/course_lib``, readable
+    by everyone, compiled unless told otherwise; return ``destination``. The sandbox's copy and, without the
+    instructors' modules, the student bundle's (``course_lib.student_dist``)."""
     import compileall
 
     import course_lib
 
     source = Path(course_lib.__file__).resolve().parent
     target = destination / "course_lib"
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"))
-    compileall.compile_dir(str(target), quiet=1)
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*", *exclude))
+    if compiled:
+        compileall.compile_dir(str(target), quiet=1)
+    for path in [target, *target.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
     return destination
 
 
