@@ -41,7 +41,7 @@ def require_sandbox() -> None:
 
 
 def autograde_command(class_dir: Path, grades: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "course_lib.autograde", str(class_dir), str(grades), "--timeout", "20",
+    return [sys.executable, "-m", "course_lib.autograde", str(class_dir), str(grades), "--timeout", "60",
             "--feedback", str(grades.parent / "feedback"), *extra]
 
 

@@ -114,13 +114,15 @@ except OSError as error:
     print("fork stopped after", children, "children:", type(error).__name__)
 '''
 
-# A memory hog: 512 MiB blocks, written (bounded at 8 GiB, in case no limit applies).
+# A memory hog: 512 MiB blocks, every page written (bounded at 8 GiB, in case no limit applies).
 MEMORY_HOG = '''\
 import numpy
 blocks = []
 try:
     for _ in range(16):
-        blocks.append(numpy.ones(64 << 20))
+        block = numpy.empty(512 << 20, dtype=numpy.uint8)
+        block[::4096] = 1
+        blocks.append(block)
 except MemoryError:
     pass
 print("memory hog got", len(blocks) * 512, "MiB")
