@@ -161,8 +161,8 @@ def _course_config(job: _Job, root: Path):
     config.NbGraderAPI.log_level = "ERROR"
     config.Execute.timeout = job.timeout
     config.GuardedExecute.notebook_timeout = job.notebook_timeout
+    config.GuardedExecute.sandbox = bool(job.sandbox_lib)
     if job.sandbox_lib:
-        config.GuardedExecute.sandbox = True
         config.SandboxedKernelManager.lib_dir = job.sandbox_lib
         config.SandboxedKernelManager.state_dir = str(root.parent)  # the job's temporary folder (short path)
         config.SandboxedKernelManager.limits = job.limits

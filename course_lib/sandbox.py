@@ -211,6 +211,9 @@ class SandboxedKernelManager(AsyncKernelManager):
         return Limits(**self.limits)
 
     async def _async_pre_start_kernel(self, **kw):
+        if not self.lib_dir:  # used outside make grade (plain `nbgrader autograde`): a copy for this manager
+            self._own_lib = tempfile.mkdtemp(prefix="course-lib-")
+            self.lib_dir = str(copy_student_course_lib(Path(self._own_lib)))
         comm = tempfile.mkdtemp(prefix="k", dir=self.state_dir or None)
         uid = kernel_uid() if self.kernel_uid_override < 0 else self.kernel_uid_override
         if uid is not None:
@@ -237,6 +240,9 @@ class SandboxedKernelManager(AsyncKernelManager):
     async def _async_cleanup_resources(self, restart: bool = False) -> None:
         await super()._async_cleanup_resources(restart=restart)
         shutil.rmtree(getattr(self, "_comm_dir", ""), ignore_errors=True)
+        if getattr(self, "_own_lib", None) and not restart:
+            shutil.rmtree(self._own_lib, ignore_errors=True)
+            self._own_lib, self.lib_dir = None, ""
 
     pre_start_kernel = _async_pre_start_kernel
     cleanup_resources = _async_cleanup_resources
