@@ -5,10 +5,11 @@
   crash on (unknown or renamed ``grade_id``), put back deleted read-only cells (setup and tests) next to
   their neighbours, and tell whether any answer was changed from the released exercise.
   nbgrader's own ``OverwriteCells`` then restores *edited* read-only cells (by checksum, hidden tests included).
-* :class:`GuardedExecute` -- nbgrader's ``Execute`` step with :mod:`course_lib.grading_guard` around each
-  test cell, a total time budget, test cells that may not display a value, and an :class:`ExecutionReport`
+* :class:`GuardedExecute` -- nbgrader's ``Execute`` step with the kernel in the bubblewrap sandbox
+  (``sandbox``, :mod:`course_lib.sandbox`), :mod:`course_lib.grading_guard` around each test cell (defence in
+  depth), a total time budget, test cells that may not display a value, and an :class:`ExecutionReport`
   saying why a notebook could not be graded (kernel died, cell ignored the interrupt).
-* :class:`HideHiddenTests` -- feedback step: hidden test code and its tracebacks never reach the student.
+* :class:`HideHiddenTests` -- feedback step: hidden test code, and its text in any output, never reach the student.
 """
 from __future__ import annotations
 

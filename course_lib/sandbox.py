@@ -47,7 +47,7 @@ from pathlib import Path
 
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
-from traitlets import Dict, Integer, Unicode
+from traitlets import Dict, Unicode
 
 __all__ = ["Limits", "SandboxUnavailable", "bwrap_path", "require_bwrap", "INSTALL_HINT", "copy_student_course_lib",
            "python_mounts", "kernel_uid", "bwrap_command", "SandboxedKernelManager", "KERNEL_ROOT"]
@@ -205,7 +205,6 @@ class SandboxedKernelManager(AsyncKernelManager):
         config=True)
     limits = Dict(help="overrides of Limits fields, e.g. {'memory_bytes': 2 << 30}").tag(config=True)
     bwrap = Unicode("bwrap").tag(config=True)
-    kernel_uid_override = Integer(-1, help="uid for the kernel when root (-1: kernel_uid())").tag(config=True)
 
     def _sandbox_limits(self) -> Limits:
         return Limits(**self.limits)
@@ -215,7 +214,7 @@ class SandboxedKernelManager(AsyncKernelManager):
             self._own_lib = tempfile.mkdtemp(prefix="course-lib-")
             self.lib_dir = str(copy_student_course_lib(Path(self._own_lib)))
         comm = tempfile.mkdtemp(prefix="k", dir=self.state_dir or None)
-        uid = kernel_uid() if self.kernel_uid_override < 0 else self.kernel_uid_override
+        uid = kernel_uid()
         if uid is not None:
             os.chown(comm, uid, uid)
         self._comm_dir, self._uid = comm, uid
