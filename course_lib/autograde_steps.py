@@ -271,6 +271,9 @@ class GuardedExecute(Execute):
             self._fail("timeout", f"the notebook ran longer than {self.notebook_timeout} s in total; "
                                   f"stopped before {label}")
         if not self._guard_installed:
+            seal = getattr(self.km, "seal_connection_folder", None)
+            if seal is not None:  # the kernel is up and has made its sockets (course_lib.sandbox)
+                seal()
             if self._guard("install", self._token) != f"ok {self._token}":
                 self._fail("error", "the grading guard could not be installed in the kernel")
             self._guard_installed = True

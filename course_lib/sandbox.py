@@ -236,6 +236,14 @@ class SandboxedKernelManager(AsyncKernelManager):
         return bwrap_command(argv, lib_dir=self.lib_dir, comm_dir=self._comm_dir, limits=self._sandbox_limits(),
                              bwrap=self.bwrap, uid=self._uid)
 
+    def seal_connection_folder(self) -> None:
+        """Once the kernel has made its sockets: give the connection folder back to root, read-only for the kernel,
+        so that it cannot fill the host's disk through the one folder it shares with it (as root only: in a user
+        namespace the kernel is the folder's owner)."""
+        if getattr(self, "_uid", None) is not None and os.geteuid() == 0:
+            os.chown(self._comm_dir, 0, 0)
+            os.chmod(self._comm_dir, 0o755)
+
     async def _async_cleanup_resources(self, restart: bool = False) -> None:
         await super()._async_cleanup_resources(restart=restart)
         shutil.rmtree(getattr(self, "_comm_dir", ""), ignore_errors=True)

@@ -122,6 +122,8 @@ def test_hostile_submissions_score_no_more_than_the_stub_and_leave_nothing(tmp_p
     allowed = {"bin", "dev", "lib", "lib32", "lib64", "opt", "proc", "root", "sbin", "tmp", "usr"}
     if not listing or {name.strip(" '") for name in listing[0].split(",")} - allowed:
         problems.append(f"the sandbox shows more of the host than it binds: {listing}")
+    if os.geteuid() == 0 and "connection folder -> PermissionError" not in host:
+        problems.append("the kernel can write to the host through its connection folder")
     for path in ("/etc/passwd", "/etc/shadow", "/etc/hostname", "/root/.bashrc"):
         if f"{path} -> FileNotFoundError" not in host:
             problems.append(f"{path} is visible in the sandbox: " + host[host.find(path + " ->"):][:200])
