@@ -51,18 +51,18 @@ def read_csv(path: Path) -> list[dict]:
 
 
 def survivors(*markers: str) -> list[str]:
-    """Processes carrying the hostile marker (or one of ``markers``), or running as a sandboxed kernel's uid."""
+    """Processes carrying the hostile marker or one of ``markers`` (the grader's TMPDIR is in its kernels'
+    command lines). Not "any sandbox uid": other grading runs on the machine are not this test's survivors."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            uid = (entry / "status").stat().st_uid
         except OSError:
             continue
-        if any(m in cmdline for m in (H.MARKER, *markers)) or uid >= sandbox._UID_BASE:
-            found.append(f"{entry.name} (uid {uid}): {cmdline[:120]}")
+        if any(m in cmdline for m in (H.MARKER, *markers)):
+            found.append(f"{entry.name}: {cmdline[:120]}")
     return found
 
 
