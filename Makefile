@@ -11,7 +11,8 @@ PYTEST_FLAGS ?=
 
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: help install lab test test-unit test-notebooks test-portability test-browser test-site site bench release grade browser-deps notebooks clean
+.PHONY: help install lab test test-fast lint test-unit test-notebooks test-portability test-browser test-site site bench release grade \
+	student-dist sandbox-deps browser-deps notebooks clean
 
 help:
 	@echo "make lab      open the course in JupyterLab (creates .venv on first use)"
@@ -20,7 +21,8 @@ help:
 	@echo "make site     the course website from freshly executed notebooks (build/site/html)"
 	@echo "make bench    course CNN step and each layer with course_lib vs torch.nn norms (ratios)"
 	@echo "make release  regenerate exercises/ from solutions/ (nbgrader)"
-	@echo "make grade SUBMISSIONS=dir GRADES=grades.csv   autograde a class"
+	@echo "make grade SUBMISSIONS=dir GRADES=grades.csv   autograde a class (each notebook in a bubblewrap sandbox)"
+	@echo "make student-dist   what students receive: dist/normalization-course-student(.zip), no solutions"
 
 # torch first, from PyTorch's CPU index (requirements-torch.lock), then everything else; both files carry hashes.
 $(STAMP): requirements-torch.lock requirements.lock pyproject.toml
@@ -42,7 +44,7 @@ lab: install
 # nbval executes every cell of the lecture notebooks and of the exercise masters; tagged cells compare output.
 NBVAL_FLAGS := --nbval-lax --nbval-current-env --nbval-cell-timeout=300
 
-test: install browser-deps
+test: install browser-deps sandbox-deps
 	$(BIN)/python -m pytest tests notebooks solutions --ignore=tests/site $(NBVAL_FLAGS) $(PYTEST_FLAGS)
 
 test-notebooks: install
@@ -79,11 +81,30 @@ release: install
 
 # Autograde a class: SUBMISSIONS holds <student_id>/<assignment>/<notebook>.ipynb; one CSV row per submission,
 # feedback HTML in FEEDBACK (default: feedback/ next to GRADES), WORKERS grading processes in parallel.
+# Every notebook runs in a bubblewrap sandbox; without bubblewrap grading refuses unless NO_SANDBOX=1.
+# RESUME=1 keeps the rows already in GRADES (after an interrupted run) and grades the rest.
 GRADES ?= grades.csv
 WORKERS ?= 2
-grade: install
-	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=dir GRADES=grades.csv [FEEDBACK=dir] [WORKERS=2]"; exit 2; }
-	$(BIN)/python -m course_lib.autograde "$(SUBMISSIONS)" "$(GRADES)" --workers $(WORKERS) $(if $(FEEDBACK),--feedback "$(FEEDBACK)",)
+grade: install sandbox-deps
+	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=dir GRADES=grades.csv [FEEDBACK=dir] [WORKERS=2] [RESUME=1] [NO_SANDBOX=1]"; exit 2; }
+	$(BIN)/python -m course_lib.autograde "$(SUBMISSIONS)" "$(GRADES)" --workers $(WORKERS) $(if $(FEEDBACK),--feedback "$(FEEDBACK)",) $(if $(RESUME),--resume,) $(if $(NO_SANDBOX),--no-sandbox,)
+
+# What students receive (instead of the repository, which holds solutions/): dist/normalization-course-student/
+# and the same as a .zip -- lecture notebooks, exercises, course_lib, a student README, requirements.lock.
+student-dist: install
+	$(BIN)/python -m course_lib.student_dist --out dist
+
+# Debian's bubblewrap for the grading sandbox (make grade, and its tests in make test).
+sandbox-deps:
+	@if command -v bwrap >/dev/null 2>&1; then \
+		true; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing bubblewrap for the grading sandbox (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
+	else \
+		echo "NOTE: bubblewrap (bwrap) not found: make grade will refuse to grade without NO_SANDBOX=1. Install it:"; \
+		echo "      sudo apt-get install bubblewrap   (Debian/Ubuntu; Fedora: sudo dnf install bubblewrap)"; \
+	fi
 
 # Maintainers: re-execute the lecture notebooks on one thread, then strip every output nbval does not check.
 notebooks: install

@@ -10,23 +10,33 @@
 
 Each submission is graded by nbgrader's Python API in a worker process (2 by default, ``--workers``), in its own
 temporary copy of the course (masters + a gradebook built once per run), so one bad submission never stops the
-batch; ``course_lib.autograde_steps`` repairs what students hand in and guards the test cells. The command
-prints one line per submission and a summary, and exits with 0 when every submission got a row (even with a
-score of 0), non-zero only when grading could not run at all.
+batch; ``course_lib.autograde_steps`` repairs what students hand in and guards the test cells. The student's code
+runs in a kernel inside a bubblewrap sandbox (:mod:`course_lib.sandbox`): it sees no course folder, gradebook,
+CSV or other submission, has no network, and everything it started dies with it. Without bubblewrap the command
+refuses to grade unless ``--no-sandbox`` is given.
+
+Grader state lives in this process only: the CSV gains a row (flushed to disk) as each submission finishes, so an
+interrupted run loses nothing graded; ``--resume`` skips the submissions that already have a row. A worker that
+dies costs only the submission it was grading, which is retried once in a fresh worker; the pool stays at full
+width. At the end the CSV is rewritten sorted. The command prints one line per submission and a summary, and
+exits with 0 when every submission got a row (even with a score of 0), non-zero only when grading could not run
+at all.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import html
 import multiprocessing
+import os
 import shutil
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
 from pathlib import Path
 
 from course_lib.release import build_course, find_assignments, load_course_config, nbgrader_environment
@@ -86,7 +96,9 @@ def find_submissions(submissions: Path, masters: dict[str, Path]) -> list[Submis
             notebooks = sorted(p for p in folder.glob("*.ipynb") if _visible(p))
             named = [p for p in notebooks if p.name == expected]
             entry = Submission(student.name, folder.name, expected[:-len(".ipynb")], None)
-            if named:
+            if any(p.is_symlink() for p in named or notebooks):
+                entry.problem = "the notebook is a symbolic link, not a file: hand in the notebook itself"
+            elif named:
                 entry.path = str(named[0])
             elif len(notebooks) == 1:
                 entry.path = str(notebooks[0])
@@ -109,6 +121,8 @@ class _Job:
     timeout: int
     notebook_timeout: int
     course_dir: str
+    sandbox_lib: str | None = None  # the copy of course_lib for sandboxed kernels; None: --no-sandbox
+    limits: dict = field(default_factory=dict)  # course_lib.sandbox.Limits fields
 
 
 def _row(sub: Submission, score: float, max_score: float, status: str, reason: str, seconds: float) -> dict:
@@ -147,6 +161,11 @@ def _course_config(job: _Job, root: Path):
     config.NbGraderAPI.log_level = "ERROR"
     config.Execute.timeout = job.timeout
     config.GuardedExecute.notebook_timeout = job.notebook_timeout
+    config.GuardedExecute.sandbox = bool(job.sandbox_lib)
+    if job.sandbox_lib:
+        config.SandboxedKernelManager.lib_dir = job.sandbox_lib
+        config.SandboxedKernelManager.state_dir = str(root.parent)  # the job's temporary folder (short path)
+        config.SandboxedKernelManager.limits = job.limits
     return config
 
 
@@ -252,66 +271,170 @@ def _grade_job(job: _Job) -> tuple[dict, str]:
 
 # ----------------------------------------------------------------------------------------------- the batch
 
-def _run_pool(jobs: list[_Job], workers: int, emit) -> list[_Job]:
-    """Run ``jobs`` on ``workers`` processes, calling ``emit(job, row, log)``; returns the jobs lost to a crash."""
-    lost = []
+def _worker(conn) -> None:
+    """A grading worker: grades the jobs it receives one at a time until it receives None."""
+    _quiet_worker()
+    while True:
+        job = conn.recv()
+        if job is None:
+            return
+        conn.send(_grade_job(job))
+
+
+def _run_pool(jobs: list[_Job], workers: int, emit) -> None:
+    """Grade ``jobs`` on ``workers`` processes, calling ``emit(job, row, log)`` in this process as each finishes.
+
+    A worker that dies (out of memory, killed) costs only the job it was grading: that job is retried once in a
+    fresh worker, then gets an error row; a new worker takes the dead one's place, so the pool keeps its width.
+    """
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))), mp_context=context,
-                             initializer=_quiet_worker) as pool:
-        futures = {pool.submit(_grade_job, job): job for job in jobs}
-        for future in as_completed(futures):
-            job = futures[future]
-            try:
-                row, log = future.result()
-            except BrokenProcessPool:
-                lost.append(job)
-                continue
-            emit(job, row, log)
-    return lost
+    pending, tries, busy, idle = deque(jobs), {}, {}, []
+
+    def start_worker():
+        parent, child = context.Pipe()
+        process = context.Process(target=_worker, args=(child,), daemon=True)
+        process.start()
+        child.close()
+        return process, parent
+
+    idle += [start_worker() for _ in range(max(1, min(workers, len(jobs))))]
+    try:
+        while pending or busy:
+            while idle and pending:
+                process, conn = idle.pop()
+                job = pending.popleft()
+                conn.send(job)
+                busy[conn] = (process, job)
+            ready = wait([*busy, *(process.sentinel for process, _ in busy.values())])
+            for conn, (process, job) in list(busy.items()):
+                if conn not in ready and process.sentinel not in ready:
+                    continue
+                try:
+                    row, log = conn.recv()
+                except (EOFError, OSError):  # the worker died with this job
+                    del busy[conn]
+                    conn.close()
+                    process.join()
+                    tries[id(job)] = tries.get(id(job), 0) + 1
+                    if tries[id(job)] < 2:
+                        pending.appendleft(job)
+                    else:
+                        emit(job, _row(job.submission, 0, 0, "error", "the grading process died twice on this "
+                                       f"submission (exit code {process.exitcode})", 0.0), "")
+                    idle.append(start_worker())
+                    continue
+                del busy[conn]
+                idle.append((process, conn))
+                emit(job, row, log)
+    finally:  # idle workers are told to stop; busy ones (only after an exception, e.g. Ctrl-C) are killed
+        for process, conn in idle:
+            with contextlib.suppress(OSError):
+                conn.send(None)
+        for process, _ in busy.values():
+            process.kill()
+        for process in [p for p, _ in idle] + [p for p, _ in busy.values()]:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
 
 
-def grade_class(course_dir: Path, submissions: Path, grades_csv: Path, feedback_dir: Path, *, workers: int = 2,
-                timeout: int = 30, notebook_timeout: int = 300, out=sys.stdout) -> list[dict]:
-    """Grade every submission; write the CSV (and the log next to it); return the rows."""
-    nbgrader_environment()
-    config = load_course_config(course_dir)
-    masters = find_assignments(course_dir / config.CourseDirectory.get("source_directory", "solutions"))
-    found = find_submissions(submissions, masters)
-    needed = sorted({s.assignment for s in found if s.path is not None})
-    rows: list[dict] = []
-    log_path = grades_csv.with_suffix(".log")
-    logs: list[str] = []
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="grade-class-") as tmp:
-        template = build_course(course_dir, needed, Path(tmp) / "template") if needed else Path(tmp)
-        jobs = [_Job(s, str(template), str(feedback_dir), timeout, notebook_timeout, str(course_dir)) for s in found]
+def _row_key(row: dict) -> tuple[str, str, str]:
+    return row["student_id"], row["assignment"], row["notebook"]
 
-        def emit(job: _Job, row: dict, log: str) -> None:
-            rows.append(row)
-            if log:
-                logs.append(f"==== {row['student_id']}/{row['assignment']}: {row['status']}\n{log}\n")
-            print(f"[{len(rows):>{len(str(len(jobs)))}}/{len(jobs)}] {row['student_id']}/{row['assignment']}: "
-                  f"{row['score']:g}/{row['max_score']:g} {row['status']} ({row['seconds']:.1f} s) {row['reason']}",
-                  file=out, flush=True)
 
-        lost = _run_pool(jobs, workers, emit) if jobs else []
-        for job in lost:  # alone in a fresh process: a crash now is this submission's own
-            if _run_pool([job], 1, emit):
-                emit(job, _row(job.submission, 0, 0, "error", "the grading process crashed on this submission",
-                               0.0), "")
-    rows.sort(key=lambda r: (r["student_id"], r["assignment"]))
+def _sub_key(sub: Submission) -> tuple[str, str, str]:
+    return sub.student_id, sub.assignment, sub.notebook
+
+
+def _read_rows(grades_csv: Path) -> list[dict]:
+    """The complete rows of an existing CSV (a row cut short by a kill is dropped: it is graded again)."""
+    if not grades_csv.is_file():
+        return []
+    with grades_csv.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames != CSV_COLUMNS:
+            raise ValueError(f"{grades_csv} is not a grades CSV of this course (columns {reader.fieldnames}, "
+                             f"expected {CSV_COLUMNS}); not resuming from it")
+        return [row for row in reader if None not in row.values() and None not in row]
+
+
+def _write_csv(grades_csv: Path, rows: list[dict]) -> None:
+    """Write ``rows`` to ``grades_csv`` atomically (a temporary file renamed over it)."""
     grades_csv.parent.mkdir(parents=True, exist_ok=True)
-    with grades_csv.open("w", newline="", encoding="utf-8") as handle:
+    partial = grades_csv.with_name(f".{grades_csv.name}.partial")
+    with partial.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, grades_csv)
+
+
+def grade_class(course_dir: Path, submissions: Path, grades_csv: Path, feedback_dir: Path, *, workers: int = 2,
+                timeout: int = 30, notebook_timeout: int = 300, sandbox: bool = True, resume: bool = False,
+                out=sys.stdout) -> list[dict]:
+    """Grade every submission; write the CSV row by row (and the log next to it); return the rows.
+
+    ``sandbox``: run the kernels in bubblewrap (raises ``course_lib.sandbox.SandboxUnavailable`` when it is
+    missing). ``resume``: keep the rows of an existing ``grades_csv`` and grade only the other submissions.
+    """
+    nbgrader_environment()
+    if sandbox:
+        from course_lib.sandbox import require_bwrap
+
+        require_bwrap()
+    config = load_course_config(course_dir)
+    masters = find_assignments(course_dir / config.CourseDirectory.get("source_directory", "solutions"))
+    found = find_submissions(submissions, masters)
+    rows: list[dict] = _read_rows(grades_csv) if resume else []
+    done = {_row_key(r) for r in rows}
+    todo = [s for s in found if _sub_key(s) not in done]
+    if resume:
+        print(f"resuming: {len(found) - len(todo)} submission(s) already in {grades_csv}, {len(todo)} to grade",
+              file=out, flush=True)
+    needed = sorted({s.assignment for s in todo if s.path is not None})
+    log_path = grades_csv.with_suffix(".log")
+    logs: list[str] = []
+    started = time.monotonic()
+    _write_csv(grades_csv, rows)  # a clean file (a cut-off last line dropped) to append to
+    with tempfile.TemporaryDirectory(prefix="grade-class-") as tmp, \
+            grades_csv.open("a", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        template = build_course(course_dir, needed, Path(tmp) / "template") if needed else Path(tmp)
+        sandbox_lib, limits = None, {}
+        if sandbox:
+            from course_lib.sandbox import copy_student_course_lib
+
+            sandbox_lib = str(copy_student_course_lib(Path(tmp) / "kernel-lib"))
+            limits = {"cpu_seconds": notebook_timeout + 60}
+        jobs = [_Job(s, str(template), str(feedback_dir), timeout, notebook_timeout, str(course_dir), sandbox_lib,
+                     limits) for s in todo]
+
+        def emit(job: _Job, row: dict, log: str) -> None:
+            rows.append(row)
+            writer.writerow(row)
+            handle.flush()
+            os.fsync(handle.fileno())
+            if log:
+                logs.append(f"==== {row['student_id']}/{row['assignment']}: {row['status']}\n{log}\n")
+            print(f"[{len(rows):>{len(str(len(found)))}}/{len(found)}] {row['student_id']}/{row['assignment']}: "
+                  f"{row['score']:g}/{row['max_score']:g} {row['status']} ({row['seconds']:.1f} s) {row['reason']}",
+                  file=out, flush=True)
+
+        if jobs:
+            _run_pool(jobs, workers, emit)
+    rows.sort(key=lambda r: (r["student_id"], r["assignment"], r["notebook"]))
+    _write_csv(grades_csv, rows)
     if logs:
-        log_path.write_text("\n".join(logs), encoding="utf-8")
+        with log_path.open("a" if resume else "w", encoding="utf-8") as handle:
+            handle.write("\n".join(logs))
     problems = sum(r["status"] not in ("graded", "blank") for r in rows)
     elapsed = time.monotonic() - started
-    mean = sum(r["seconds"] for r in rows) / max(len(rows), 1)
-    print(f"graded {len(rows)} submission(s) in {elapsed:.0f} s with {workers} worker(s) "
-          f"({mean:.1f} s per notebook on average); "
+    graded_now = [r for r in rows if _row_key(r) not in done]
+    mean = sum(float(r["seconds"]) for r in graded_now) / max(len(graded_now), 1)
+    print(f"graded {len(graded_now)} submission(s) in {elapsed:.0f} s with {workers} worker(s) "
+          f"({mean:.1f} s per notebook on average){' in the sandbox' if sandbox else ', NOT sandboxed'}; "
           + (f"{problems} could not be graded (score 0, see the reason column"
              + (f" and {log_path}" if logs else "") + ")" if problems else "all could be graded")
           + f". Grades: {grades_csv}; feedback: {feedback_dir}", file=out, flush=True)
@@ -329,6 +452,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="parallel grading processes (default 2)")
     parser.add_argument("--timeout", type=int, default=None, help="seconds per cell (default: nbgrader_config.py)")
     parser.add_argument("--notebook-timeout", type=int, default=None, help="seconds per notebook in total")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the rows already in GRADES and grade only the submissions without one")
+    parser.add_argument("--no-sandbox", action="store_true",
+                        help="run the students' code unconfined, with your rights (only for a class you trust; "
+                             "for machines without bubblewrap)")
     args = parser.parse_args(argv)
     if not args.submissions.is_dir():
         parser.error(f"expected a folder of submissions, got {str(args.submissions)!r}")
@@ -339,7 +467,8 @@ def main(argv: list[str] | None = None) -> int:
     feedback = args.feedback or args.grades.resolve().parent / "feedback"
     try:
         grade_class(course_dir, args.submissions.resolve(), args.grades.resolve(), feedback.resolve(),
-                    workers=args.workers, timeout=timeout, notebook_timeout=notebook_timeout)
+                    workers=args.workers, timeout=timeout, notebook_timeout=notebook_timeout,
+                    sandbox=not args.no_sandbox, resume=args.resume)
     except (ValueError, RuntimeError, OSError) as error:
         print(f"grading could not run: {error}", file=sys.stderr)
         return 2

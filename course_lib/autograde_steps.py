@@ -5,14 +5,16 @@
   crash on (unknown or renamed ``grade_id``), put back deleted read-only cells (setup and tests) next to
   their neighbours, and tell whether any answer was changed from the released exercise.
   nbgrader's own ``OverwriteCells`` then restores *edited* read-only cells (by checksum, hidden tests included).
-* :class:`GuardedExecute` -- nbgrader's ``Execute`` step with :mod:`course_lib.grading_guard` around each
-  test cell, a total time budget, test cells that may not display a value, and an :class:`ExecutionReport`
+* :class:`GuardedExecute` -- nbgrader's ``Execute`` step with the kernel in the bubblewrap sandbox
+  (``sandbox``, :mod:`course_lib.sandbox`), :mod:`course_lib.grading_guard` around each test cell (defence in
+  depth), a total time budget, test cells that may not display a value, and an :class:`ExecutionReport`
   saying why a notebook could not be graded (kernel died, cell ignored the interrupt).
-* :class:`HideHiddenTests` -- feedback step: hidden test code and its tracebacks never reach the student.
+* :class:`HideHiddenTests` -- feedback step: hidden test code, and its text in any output, never reach the student.
 """
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import secrets
 import time
@@ -23,7 +25,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 from nbgrader import utils
 from nbgrader.preprocessors import ClearHiddenTests, Execute
-from traitlets import Integer
+from traitlets import Bool, Integer
 
 __all__ = ["InvalidSubmission", "RepairedSubmission", "repair_submission", "bound_names", "ExecutionReport",
            "GuardedExecute", "HideHiddenTests", "is_test_cell"]
@@ -189,11 +191,20 @@ class GuardedExecute(Execute):
         config=True)
     guard_timeout = Integer(60, help="Seconds for one call of the grading guard (the first imports torch).").tag(
         config=True)
+    sandbox = Bool(False, help="Run the kernel in the bubblewrap sandbox (course_lib.sandbox).").tag(config=True)
     last_report: ExecutionReport = ExecutionReport()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.sandbox:  # nbgrader's Execute passes its kernel manager class as an argument, not as config
+            from course_lib.sandbox import SandboxedKernelManager
+
+            self.kernel_manager_class = SandboxedKernelManager
 
     def preprocess(self, nb, resources=None, km=None):
         self.report = GuardedExecute.last_report = ExecutionReport()
         self._token = secrets.token_hex(8)
+        self._entry_name, self._key = f"_{secrets.token_hex(8)}", secrets.token_hex(16)
         self._guard_installed = False
         self._deadline = time.monotonic() + self.notebook_timeout
         return super().preprocess(nb, resources, km)
@@ -227,10 +238,19 @@ class GuardedExecute(Execute):
         return f"cell {index + 1} ({first[:40]!r})"
 
     def _guard(self, function: str, argument) -> str | None:
-        module = "__import__('sys').modules['course_lib.grading_guard']"
+        """Call ``course_lib.grading_guard.<function>(argument)`` in the kernel. The first call (install, before
+        any student cell) imports the module; later ones go through the entry class it made, found without a
+        name lookup, and must answer with sha256(key + nonce) (see the guard's docstring)."""
         if not self._guard_installed:
-            module = "__import__('course_lib.grading_guard', fromlist=['install'])"
-        return self._call_guard(f"{module}.{function}({argument!r})")
+            return self._call_guard(f"__import__('course_lib.grading_guard', fromlist=['install']).install("
+                                    f"{argument!r}, {self._entry_name!r}, {self._key!r})")
+        nonce = secrets.token_hex(8)
+        answer = self._call_guard(f"[k for k in ().__class__.__mro__[1].__subclasses__() if k.__name__ == "
+                                  f"{self._entry_name!r}][0].call({function!r}, {nonce!r}, {argument!r})")
+        digest = hashlib.sha256((self._key + nonce).encode()).hexdigest()
+        if answer is None or not answer.startswith(digest + " "):
+            return None
+        return answer[len(digest) + 1:]
 
     def _before_test_cell(self, cell, label: str) -> bool:
         """Restore what the tests rely on; False (and an error output in the cell) when that is impossible."""
@@ -251,6 +271,9 @@ class GuardedExecute(Execute):
             self._fail("timeout", f"the notebook ran longer than {self.notebook_timeout} s in total; "
                                   f"stopped before {label}")
         if not self._guard_installed:
+            seal = getattr(self.km, "seal_connection_folder", None)
+            if seal is not None:  # the kernel is up and has made its sockets (course_lib.sandbox)
+                seal()
             if self._guard("install", self._token) != f"ok {self._token}":
                 self._fail("error", "the grading guard could not be installed in the kernel")
             self._guard_installed = True
@@ -282,12 +305,61 @@ class GuardedExecute(Execute):
 
 
 class HideHiddenTests(ClearHiddenTests):
-    """Feedback step: removes hidden test regions and shortens the tracebacks of cells that had them."""
+    """Feedback step: the hidden tests never reach the student, neither as code nor through an output.
 
-    def preprocess_cell(self, cell, resources, cell_index):
-        if cell.cell_type == "code" and self.begin_test_delimeter in cell.source:
-            self._remove_hidden_test_region(cell)
+    * Only *test cells* (read-only, restored from the gradebook) are searched for the markers: a student cell that
+      contains "BEGIN HIDDEN TESTS" is the student's own text (nbgrader raised on its unmatched marker, and that
+      student's feedback was lost).
+    * A test cell that had hidden tests keeps only ``ename: evalue`` of its error, no traceback and no printed
+      output: code the tests call is the student's, and it can print its caller's source.
+    * Every line of hidden-test text is cut from every output of the notebook (a later cell could print what a
+      test cell's call saw). Text re-encoded by the student's code (reversed, base64) is not recognised: keep the
+      hidden tests' *values* out of reach by design (the kernel never sees the gradebook; see README).
+    """
+
+    def preprocess(self, nb, resources):
+        secret: set[str] = set()
+        for cell in nb.cells:
+            if is_test_cell(cell) and self.begin_test_delimeter in cell.source:
+                secret |= {line.strip() for line in _hidden_lines(cell.source, self.begin_test_delimeter,
+                                                                 self.end_test_delimeter) if len(line.strip()) >= 8}
+                self._remove_hidden_test_region(cell)
+                errors = [o for o in cell.get("outputs", []) if o.output_type == "error"]
+                cell.outputs = [_error_output(o.ename, o.evalue) for o in errors[:1]]
+        for cell in nb.cells:
             for output in cell.get("outputs", []):
-                if output.output_type == "error":
-                    output.traceback = [f"{output.ename}: {output.evalue}"]
-        return cell, resources
+                _scrub_output(output, secret)
+        nb.metadata.pop("celltoolbar", None)
+        return nb, resources
+
+
+def _hidden_lines(source: str, begin: str, end: str) -> list[str]:
+    lines, inside = [], False
+    for line in source.splitlines():
+        if begin in line:
+            inside = True
+        elif end in line:
+            inside = False
+        elif inside:
+            lines.append(line)
+    return lines
+
+
+def _scrub(text: str, secret: set[str]) -> str:
+    for line in secret:
+        text = text.replace(line, "[hidden test]")
+    return text
+
+
+def _scrub_output(output, secret: set[str]) -> None:
+    """Replace each hidden-test line in the text of ``output`` (stream, error, any text-like display data)."""
+    if not secret:
+        return
+    if "text" in output:
+        output.text = _scrub(_source_text(output.text), secret)
+    if output.get("output_type") == "error":
+        output.evalue = _scrub(str(output.get("evalue", "")), secret)
+        output.traceback = [_scrub(str(line), secret) for line in output.get("traceback", [])]
+    for mime, value in dict(output.get("data", {})).items():
+        if isinstance(value, (str, list)) and not mime.startswith("image/"):
+            output.data[mime] = _scrub(_source_text(value), secret)

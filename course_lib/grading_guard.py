@@ -6,7 +6,11 @@ Student cells and test cells share one Python process, so a student cell can red
 name bound by the read-only setup cell, an IPython input/AST transformer that rewrites the test cells...).
 ``course_lib.autograde`` calls, through IPython *user expressions* (evaluated outside the cell machinery):
 
-* :func:`install` once before the first cell: imports the modules the tests use and snapshots them;
+* :func:`install` once before the first cell: imports the modules the tests use and snapshots them, and makes an
+  entry class under a random name with a random key; every later call goes through that class, found with an
+  expression that looks up no name (``().__class__.__mro__[1].__subclasses__()``), so neither rebinding this
+  module's functions nor a notebook's own ``__import__`` redirects it, and each answer carries a digest of the
+  key, which a fake answer cannot compute without digging the key out of this module's closures;
 * :func:`remember` after each read-only setup cell: the values of the names that cell bound;
 * :func:`restore` before each test cell: puts every snapshotted attribute, function body, class member,
   ``sys.modules`` entry, IPython hook list and remembered name back, pops torch function/dispatch modes and
@@ -14,11 +18,14 @@ name bound by the read-only setup cell, an IPython input/AST transformer that re
   It refuses (raises) while a thread started by the notebook is alive: such a thread could patch things
   again while a test runs.
 
-Limits: code in the same process can always reach this module itself (``gc``, ``ctypes``); the guard removes
-the ways a notebook can fool the tests by *redefining* things, not an attack on the grader.
+Limits: code in the same process can always reach this module itself (``gc``, closures, ``ctypes``); the guard
+removes the ways a notebook can fool the tests by *redefining* things. It is defence in depth: what protects the
+grader, the answers and the other students is the sandbox around the kernel (:mod:`course_lib.sandbox`).
 """
 from __future__ import annotations
 
+import builtins
+import hashlib
 import importlib
 import sys
 import sysconfig
@@ -94,15 +101,36 @@ class _Snapshot:
 
 
 _snapshot: _Snapshot | None = None
+_entry: type | None = None
+_dict_update, _sha256 = dict.update, hashlib.sha256
 
 
-def install(token: str) -> str:
-    """Import the guarded modules and snapshot them; returns ``"ok <token>"``."""
-    global _snapshot
+def install(token: str, entry_name: str | None = None, key: str | None = None) -> str:
+    """Import the guarded modules and snapshot them; returns ``"ok <token>"``. With ``entry_name`` and ``key``,
+    also make the entry class the grader calls from then on (see the module docstring)."""
+    global _snapshot, _entry
     from IPython import get_ipython
 
     _snapshot = _Snapshot(get_ipython())
+    if entry_name and key:
+        own_globals = dict(globals())
+        _entry = own_globals["_entry"] = _make_entry(entry_name, key, own_globals, dict(vars(builtins)))
     return f"ok {token}"
+
+
+def _make_entry(name: str, key: str, own_globals: dict, saved_builtins: dict) -> type:
+    """A class named ``name`` whose ``call(function, nonce)`` first puts back this module's globals and the
+    builtins as they were at install, then runs ``function`` and prefixes the answer with sha256(key + nonce)."""
+    functions = {"restore": restore, "remember": remember}
+    module_dict, builtins_dict = globals(), vars(builtins)
+
+    def call(function: str, nonce: str, argument=None):
+        _dict_update(module_dict, own_globals)
+        _dict_update(builtins_dict, saved_builtins)
+        digest = _sha256((key + nonce).encode()).hexdigest()
+        return f"{digest} {functions[function](argument)}"
+
+    return type(name, (), {"call": staticmethod(call), "__module__": "builtins"})
 
 
 def remember(names: list[str]) -> str:
