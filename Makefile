@@ -16,7 +16,8 @@ export OMP_NUM_THREADS ?= 1
 
 help:
 	@echo "make lab      open the course in JupyterLab (creates .venv on first use)"
-	@echo "make test     run every test CI runs: unit, notebooks (nbval), grading, browser"
+	@echo "make test     lint, then the tests: unit, notebooks (nbval), grading in the sandbox, packaging, browser"
+	@echo "make test-fast  the unit tests only, in two processes (the edit loop)"
 	@echo "make test-portability   every notebook under other CPU kernels, thread counts and COURSE_SEEDs"
 	@echo "make site     the course website from freshly executed notebooks (build/site/html)"
 	@echo "make bench    course CNN step and each layer with course_lib vs torch.nn norms (ratios)"
@@ -44,8 +45,15 @@ lab: install
 # nbval executes every cell of the lecture notebooks and of the exercise masters; tagged cells compare output.
 NBVAL_FLAGS := --nbval-lax --nbval-current-env --nbval-cell-timeout=300
 
-test: install browser-deps sandbox-deps
+test: install browser-deps sandbox-deps lint
 	$(BIN)/python -m pytest tests notebooks solutions --ignore=tests/site $(NBVAL_FLAGS) $(PYTEST_FLAGS)
+
+# The edit loop: unit tests only (no notebooks, browser, grading pipeline, packaging), two processes.
+test-fast: install
+	$(BIN)/python -m pytest tests -n 2 -m "not slow" --ignore=tests/browser --ignore=tests/site $(PYTEST_FLAGS)
+
+lint: install
+	$(BIN)/ruff check course_lib tests tools benchmarks site nbgrader_config.py
 
 test-notebooks: install
 	$(BIN)/python -m pytest notebooks solutions $(NBVAL_FLAGS) $(PYTEST_FLAGS)

@@ -1,6 +1,7 @@
 """How long ``make grade`` takes for a class: seconds per submission-notebook, and the whole batch.
 
-Run with ``python benchmarks/grading.py [--students 12] [--workers 2] [--no-sandbox]``. It writes a class into a temporary
+Run with ``python benchmarks/grading.py [--students 12] [--workers 2] [--no-sandbox]``. It writes a class into a
+temporary
 folder in nbgrader's submitted layout, ``<student_id>/<assignment>/<notebook>.ipynb``, one notebook per
 assignment Q1-Q9 for every student (12 students = 108 submission-notebooks), built the way the grading tests
 build them (tests/grading_fixtures): most students hand in the correct solution, every fourth one a mix of
@@ -67,7 +68,8 @@ def main() -> int:
     count = len(expected)
     per_100 = seconds / count * 100
     sandbox = "no sandbox" if args.no_sandbox else "sandboxed"
-    print(f"{count} submission-notebooks ({args.students} students x 9 assignments), {args.workers} workers, {sandbox}: "
+    print(f"{count} submission-notebooks ({args.students} students x 9 assignments), {args.workers} workers, "
+          f"{sandbox}: "
           f"{seconds:.0f} s wall, {seconds / count:.2f} s per notebook, {per_100:.0f} s per 100 "
           f"(goal <= {GOAL_SECONDS_PER_100:.0f} s{'' if per_100 <= GOAL_SECONDS_PER_100 else ', MISSED'})")
     cpu = [float(r["seconds"]) for r in rows.values() if r.get("seconds")]

@@ -75,7 +75,8 @@ def get_digits(valid_fraction: float = 0.2, seed: int | None = None) -> Split:
 
     Returns a :class:`Split` with ``x_train (1438, 1, 8, 8)``, ``x_valid (359, 1, 8, 8)`` for the default
     ``valid_fraction=0.2``; the same seed always gives the same split. The default seed is
-    ``course_seed(42)``: ``COURSE_SEED`` (:mod:`course_lib.seed`) draws another split too. After normalization the training
+    ``course_seed(42)``: ``COURSE_SEED`` (:mod:`course_lib.seed`) draws another split too. After normalization the
+    training
     images have mean 0 and std 1 (over all pixels); the validation images only approximately.
     """
     from sklearn.datasets import load_digits  # bundled with scikit-learn: no download

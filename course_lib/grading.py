@@ -557,7 +557,8 @@ class _CallRecorder:
         if event == "call":
             code = frame.f_code
             if _in_forbidden_file(code.co_filename, self.forbidden) or (
-                    self.forbidden.norm_ops and code.co_filename == _FUNCTIONAL_FILE and _NORM_NAME.search(code.co_name)):
+                    self.forbidden.norm_ops and code.co_filename == _FUNCTIONAL_FILE
+                    and _NORM_NAME.search(code.co_name)):
                 found = _qualified(frame.f_globals.get("__name__"), getattr(code, "co_qualname", code.co_name))
         elif event == "c_call" and self.forbidden.norm_ops:
             name = getattr(arg, "__name__", "")

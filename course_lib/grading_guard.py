@@ -39,6 +39,7 @@ GUARDED_MODULES = (
     "torch.nn.modules.module", "torch.nn.modules.batchnorm", "torch.nn.modules.instancenorm",
     "torch.nn.modules.normalization", "torch.autograd", "torch.overrides", "torch.testing._comparison",
     "course_lib", "course_lib.grading", "course_lib.norms", "course_lib.stats", "course_lib.functional",
+    "torch.utils._python_dispatch",  # the from-scratch gate's dispatch mode (course_lib.grading)
 )
 # classes whose members are snapshotted besides those defined in the guarded modules
 _CLASS_PREFIXES = ("torch.nn.", "torch._tensor", "torch.testing", "course_lib.", "IPython.", "ipykernel.")
@@ -204,7 +205,7 @@ def _is_library_function(callback) -> bool:
 
 
 def _restore_attrs(obj, saved: dict, label: str, restored: list[str]) -> None:
-    """Put back the instance attributes ``saved`` of ``obj`` (``_MISSING``: it had none), noting each in ``restored``."""
+    """Put back the instance attributes ``saved`` of ``obj`` (``_MISSING``: it had none); note each in ``restored``."""
     for name, value in saved.items():
         if obj.__dict__.get(name, _MISSING) is not value:
             if value is _MISSING:

@@ -357,7 +357,8 @@ class InstanceNorm1d(_InstanceNorm):
 
 
 class InstanceNorm2d(_InstanceNorm):
-    """InstanceNorm over ``(N, C, H, W)`` or ``(C, H, W)``: statistics over (H, W). Equivalent: ``torch.nn.InstanceNorm2d``.
+    """InstanceNorm over ``(N, C, H, W)`` or ``(C, H, W)``: statistics over (H, W).
+    Equivalent: ``torch.nn.InstanceNorm2d``.
 
     Shape:
         - Input: :math:`(N, C, H, W)` or :math:`(C, H, W)`, statistics over ``reduce_dims(4) == (2, 3)``

@@ -20,7 +20,8 @@ from . import norms
 from .stats import RunningEstimates, ema_noise_std
 
 __all__ = ["new_figure", "figure_to_png", "plot_stats", "color_dim", "dead_chart", "plot_running_estimates",
-           "plot_running_error", "group_statistic_ids", "plot_group_norm", "batch_statistic_ids", "plot_batch_vs_layer_norm", "plot_recorder_loss",
+           "plot_running_error", "group_statistic_ids", "plot_group_norm", "batch_statistic_ids",
+           "plot_batch_vs_layer_norm", "plot_recorder_loss",
            "plot_recorder_accuracy", "plot_recorder_param", "plot_curves", "plot_over_seeds", "match_ylims",
            "NORMALIZATION_LAYERS", "shared_statistic_mask", "plot_normalization_overview"]
 

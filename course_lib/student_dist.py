@@ -9,7 +9,8 @@ only what they need:
   quizzes: they are ungraded, give feedback while reading, and a student can always look them up, so they ship;
   the graded questions' answers live only in the masters' hidden tests), without the instructors' grading tools
   (:data:`INSTRUCTOR_MODULES`);
-* ``README.md`` (how to install, work and hand in), ``requirements.lock``, ``pyproject.toml``.
+* ``README.md`` (how to install, work and hand in), ``requirements-torch.lock``, ``requirements.lock``,
+  ``pyproject.toml``, ``LICENSE``.
 
 Never in it: ``solutions/``, hidden tests, a gradebook, grades, ``tests/`` and their grading fixtures.
 ``tests/test_student_dist.py`` checks that no solution code and no hidden-test text is in any file of it.
@@ -40,6 +41,7 @@ STUDENT_README = """\
 
 ```bash
 python3 -m venv .venv
+.venv/bin/python -m pip install --no-deps -r requirements-torch.lock
 .venv/bin/python -m pip install -r requirements.lock
 .venv/bin/python -m pip install --no-deps -e .
 .venv/bin/jupyter lab
@@ -63,11 +65,6 @@ grading puts them back. Grading runs your notebook in a sandbox without network,
 notebook, with limits on time, memory and processes: code that reads files, downloads, or starts processes that
 outlive a cell does not work there.
 """
-
-
-def _student_pyproject(text: str) -> str:
-    """The course's pyproject.toml, installing the questions subpackage too (a non-editable install needs it)."""
-    return text.replace('packages = ["course_lib"]', 'packages = ["course_lib", "course_lib.questions"]')
 
 
 def build_student_dist(course_dir: Path, out_dir: Path) -> Path:
@@ -94,8 +91,8 @@ def build_student_dist(course_dir: Path, out_dir: Path) -> Path:
     if (exercises / "README.md").is_file():
         shutil.copy2(exercises / "README.md", target / "exercises" / "README.md")
     copy_student_course_lib(target, exclude=INSTRUCTOR_MODULES, compiled=False)
-    shutil.copy2(course_dir / "requirements.lock", target / "requirements.lock")
-    (target / "pyproject.toml").write_text(_student_pyproject((course_dir / "pyproject.toml").read_text()))
+    for name in ("requirements-torch.lock", "requirements.lock", "pyproject.toml", "LICENSE"):
+        shutil.copy2(course_dir / name, target / name)
     (target / "README.md").write_text(STUDENT_README, encoding="utf-8")
     archive = out_dir / f"{NAME}.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:

@@ -22,7 +22,8 @@ A callback cancels the rest of a batch, an epoch or the whole fit by raising :cl
 
 Schedules (``course_lib.schedules``, re-exported here) are functions of the training position ``p`` in [0, 1]
 (fraction of all training batches done): ``sched_lin``, ``sched_cos``, ``sched_exp``, ``sched_no``, glued by
-``combine_scheds``; :func:`one_cycle` builds fastai's one-cycle policy from them. :class:`ParamScheduler` writes a schedule into an optimizer
+``combine_scheds``; :func:`one_cycle` builds fastai's one-cycle policy from them. :class:`ParamScheduler` writes a
+schedule into an optimizer
 hyper-parameter before every training batch (Q5). :func:`recalibrate_batchnorm` recomputes BatchNorm's running
 statistics as exact averages after training (teaching point 6, Q5).
 """

@@ -33,7 +33,8 @@ EXERCISES = {
     "1.2": Exercise("Q1", ("q1-2-solution",), ("test_ema_update",)),
     "1.3": Exercise("Q1", ("q1-3-solution",), ("test_running_stats", "test_running_stats_cumulative")),
     "3.1": Exercise("Q3", ("q3-bn-solution",), ("test_bn_structure", "test_bn_training", "test_bn_eval",
-                                                "test_bn_running_var", "test_bn_gradients", "test_bn_numerics_scratch")),
+                                                "test_bn_running_var", "test_bn_gradients",
+                                                "test_bn_numerics_scratch")),
     "3.2": Exercise("Q3", ("q3-hook-solution",), ("test_hook_values", "test_hook_removed")),
     "4.1": Exercise("Q4", ("q4-1-solution",), ("test_fixed_modes", "test_fixed_no_graph", "test_fixed_large_mean",
                                                "test_fixed_running_variance", "test_fixed_silent")),
@@ -324,7 +325,8 @@ def scores(solutions: Path, cases: list[tuple[str, dict[str, str] | None]], time
         if meta.get("grade"):
             errors = [o for o in cell.outputs if o.output_type == "error"]
             message = f"{errors[0].ename}: {errors[0].evalue}" if errors else ""
-            results[cell.metadata["case"]][meta["grade_id"]] = (0 if errors else meta["points"], meta["points"], message)
+            points = 0 if errors else meta["points"]
+            results[cell.metadata["case"]][meta["grade_id"]] = (points, meta["points"], message)
     for (exercise, _), result in zip(cases, results):
         tests = EXERCISES[exercise].tests
         assert set(result) == set(tests), f"test cells {tests} expected in {assignment}, got {sorted(result)}"
@@ -449,7 +451,8 @@ def test_gate_accepts_tensor_operations():
     (TorchBuiltin, r"called torch.batch_norm"),
     (HiddenInAList, r"_NormalizeBackward in its autograd graph.*called course_lib.norms"),
     (OnlyInEval, r"aten.native_batch_norm.* ran inside"),
-    (SilencesTheProfiler, r"NativeGroupNormBackward0 in its autograd graph.*aten.native_group_norm.*sys.setprofile was changed"),
+    (SilencesTheProfiler,
+     r"NativeGroupNormBackward0 in its autograd graph.*aten.native_group_norm.*sys.setprofile was changed"),
 ])
 def test_gate_names_what_it_found(layer_class, found):
     _refused(layer_class, r"BatchNorm2d is not your own code, so this exercise earns no points: .*" + found)
@@ -461,7 +464,8 @@ def test_gate_refuses_a_factory_and_a_wrapping_submodule():
                                 torch.randn(2, 3, 2, 2))
     wrapper = type("Wrapper", (nn.Module,), {"__init__": lambda self: (nn.Module.__init__(self), setattr(
         self, "ln", nn.LayerNorm(2)))[0], "forward": lambda self, x: self.ln(x)})
-    with pytest.raises(AssertionError, match=r"holds a library layer: self.ln \(torch.nn.modules.normalization.LayerNorm"):
+    with pytest.raises(AssertionError,
+                       match=r"holds a library layer: self.ln \(torch.nn.modules.normalization.LayerNorm"):
         grading.check_own_layer(wrapper, "LayerNorm", wrapper, torch.randn(2, 2))
 
 

@@ -122,9 +122,11 @@ def test_class_with_every_kind_of_submission(tmp_path):
     assert reason[f"correct/{A}"] == "all tests passed"
     assert (score[f"blank/{A}"], status[f"blank/{A}"]) == (0.0, "blank") and "no answer" in reason[f"blank/{A}"]
     assert score[f"stub/{A}"] < full / 2, "a stub that returns its input earns at most partial credit"
-    assert score[f"biased_running_var/{A}"] == full - 6, reason[f"biased_running_var/{A}"]
-    for failed in ("test_bn_training", "test_bn_eval", "test_bn_running_var"):
+    # eval mode is tested on its own (buffers set directly), so a wrong running_var costs the buffer cells only
+    assert score[f"biased_running_var/{A}"] == full - 4, reason[f"biased_running_var/{A}"]
+    for failed in ("test_bn_training", "test_bn_running_var"):
         assert failed in reason[f"biased_running_var/{A}"]
+    assert "test_bn_eval" not in reason[f"biased_running_var/{A}"]
     assert "test_bn_gradients" in reason[f"detached_stats/{A}"] and score[f"detached_stats/{A}"] < full
     assert (score[f"invalid_json/{A}"], status[f"invalid_json/{A}"]) == (0.0, "invalid")
     assert "not valid JSON" in reason[f"invalid_json/{A}"]

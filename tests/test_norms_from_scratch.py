@@ -36,7 +36,7 @@ LAYERS = [
 ]
 
 
-@pytest.mark.parametrize("layer,shape", LAYERS, ids=[type(l).__name__ for l, _ in LAYERS])
+@pytest.mark.parametrize("layer,shape", LAYERS, ids=[type(layer).__name__ for layer, _ in LAYERS])
 def test_no_normalization_kernel_is_dispatched(layer, shape):
     x = torch.randn(shape, requires_grad=True)
     with RecordOps() as recorder:

@@ -266,7 +266,7 @@ GRADCHECK = [
 ]
 
 
-@pytest.mark.parametrize("layer,shape", GRADCHECK, ids=[type(l).__name__ for l, _ in GRADCHECK])
+@pytest.mark.parametrize("layer,shape", GRADCHECK, ids=[type(layer).__name__ for layer, _ in GRADCHECK])
 def test_gradcheck_float64(layer, shape):
     layer = layer.double()
     gen = torch.Generator().manual_seed(0)
@@ -393,7 +393,7 @@ AXES_LAYERS = [
 ]
 
 
-@pytest.mark.parametrize("layer,shape", AXES_LAYERS, ids=[repr(l) for l, _ in AXES_LAYERS])
+@pytest.mark.parametrize("layer,shape", AXES_LAYERS, ids=[repr(layer) for layer, _ in AXES_LAYERS])
 def test_statistic_ids_describe_what_forward_normalizes(layer, shape):
     """The elements sharing an id come out with mean 0 and variance 1 (RMSNorm: mean square 1), together."""
     layer = layer.double().train()

@@ -81,7 +81,8 @@ def test_hostile_submissions_score_no_more_than_the_stub_and_leave_nothing(tmp_p
     scratch = Path(tempfile.mkdtemp(prefix="gbx"))  # the grader's TMPDIR: must be empty afterwards
     try:
         process = subprocess.run(autograde_command(class_dir, grades, "--workers", "2"), cwd=REPO,
-                                 capture_output=True, text=True, timeout=900, env={**os.environ, "TMPDIR": str(scratch)})
+                                 capture_output=True, text=True, timeout=900,
+                                 env={**os.environ, "TMPDIR": str(scratch)})
         time.sleep(2)  # time for a surviving daemon to write once more
         left_in_tmp = sorted(p.name for p in scratch.iterdir())
         left_running = survivors(str(scratch))

@@ -68,10 +68,10 @@ def test_bundle_holds_what_students_need(bundle):
     names = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
     for assignment in S.assignments():
         assert f"exercises/{assignment}/{S.notebook_path(S.EXERCISES, assignment).name}" in names
-    assert {"README.md", "requirements.lock", "pyproject.toml", "course_lib/__init__.py", "course_lib/grading.py",
-            "course_lib/quiz.py", "course_lib/questions/q1.py"} <= names
+    assert {"README.md", "requirements-torch.lock", "requirements.lock", "pyproject.toml", "LICENSE",
+            "course_lib/__init__.py", "course_lib/grading.py", "course_lib/quiz.py",
+            "course_lib/questions/q1.py"} <= names
     assert len([n for n in names if n.startswith("notebooks/Q") and n.endswith(".ipynb")]) == 9
-    assert 'packages = ["course_lib", "course_lib.questions"]' in (bundle / "pyproject.toml").read_text()
     with zipfile.ZipFile(bundle.parent / f"{NAME}.zip") as archive:
         assert {n.removeprefix(f"{NAME}/") for n in archive.namelist()} == names
 
@@ -92,3 +92,15 @@ def test_bundle_holds_no_answer_no_hidden_test_no_grading_material(bundle):
     assert not shipped, "solution or hidden-test code in the student bundle:\n" + "\n".join(shipped)
     markers = [name for name, text in texts.items() if "BEGIN SOLUTION" in text or "BEGIN HIDDEN TESTS" in text]
     assert not markers, f"nbgrader markers (unreleased masters?) in {markers}"
+
+
+def test_the_bundle_installs_as_a_package_with_its_questions_and_without_the_grading_tools(bundle, tmp_path):
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                           str(tmp_path), str(bundle)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (wheel,) = tmp_path.glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"course_lib/questions/q1.py", "course_lib/seed.py", "course_lib/norms.py"} <= names
+    assert not {f"course_lib/{m}" for m in INSTRUCTOR_MODULES} & names

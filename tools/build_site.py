@@ -80,7 +80,8 @@ def landing_page(url: str) -> str:
                   f"github/{slug}/blob/main/notebooks/Q1_running_statistics.ipynb) or [Launch Binder]"
                   f"(https://mybinder.org/v2/gh/{slug}/HEAD?labpath=notebooks); each notebook page has both buttons "
                   "at the top. On your own machine: clone the repository, then `make lab`.\n")
-    notebooks = "\n".join(f"notebooks/{p.stem}" for p in sorted((ROOT / "build" / "site-src" / "notebooks").glob("Q*.ipynb")))
+    staged = sorted((ROOT / "build" / "site-src" / "notebooks").glob("Q*.ipynb"))
+    notebooks = "\n".join(f"notebooks/{p.stem}" for p in staged)
     return f"""# {title}
 
 Nine notebooks (Q1–Q9) that teach every normalization layer of modern deep learning, each built from scratch,

@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "results.json").write_text(json.dumps(
         [{"notebook": str(nb.relative_to(ROOT)), "setting": name, "passed": ok, "seconds": round(sec, 1)}
          for (nb, name), (ok, sec) in sorted(results.items(), key=lambda kv: (str(kv[0][0]), kv[0][1]))], indent=1))
-    print(f"\n{len(results) - len(failed)} passed, {len(failed)} failed" + (f"  (logs in {args.out})" if failed else ""))
+    where = f"  (logs in {args.out})" if failed else ""
+    print(f"\n{len(results) - len(failed)} passed, {len(failed)} failed{where}")
     return 1 if failed else 0
 
 

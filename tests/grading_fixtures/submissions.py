@@ -90,7 +90,8 @@ def correct(assignment: str) -> nbformat.NotebookNode:
     for cell in nb.cells:
         if _grade_id(cell) in answers:
             lines = answers[_grade_id(cell)].splitlines()
-            cell.source = "\n".join(l for l in lines if l.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
+            markers = ("### BEGIN SOLUTION", "### END SOLUTION")
+            cell.source = "\n".join(line for line in lines if line.strip() not in markers)
     return nb
 
 
