@@ -571,8 +571,11 @@ class RunningBatchNorm(nn.Module):
     * the weighted merge of (count, mean, variance) with weights ``1 - a`` and ``a``
       (:func:`course_lib.stats.merge_moments`: Chan's formula, which equals fastai's sums and sums of squares
       but never forms ``E[x^2] - E[x]^2``);
-    * while fewer than ``warmup_samples`` samples have been seen the variance is clamped to at least
-      ``min_var`` (fastai: 20 and 0.01).
+    * while fewer than ``warmup_samples`` samples have been seen (this batch included), the variance used to
+      *normalize* is clamped to at least ``min_var`` (fastai: 20 and 0.01). As in fastai, the clamp acts on a
+      temporary: ``running_var`` keeps the unclamped merged variance (fastai keeps the raw ``sqrs``), so a
+      channel with a small variance is not inflated after the warm-up. Eval applies the same clamp while
+      ``num_samples_tracked < warmup_samples`` (fastai checks ``batch < 20`` in both modes).
 
     fastai's ``dbias`` debiasing divides sums, squares *and* count by the same factor, so it cancels in
     ``mean = sums / count``; it is left out. Buffers: ``count`` (weighted number of values),
@@ -628,8 +631,11 @@ class RunningBatchNorm(nn.Module):
         ndim = input.dim()
         weight, bias = _channel_view(self.weight, ndim), _channel_view(self.bias, ndim)
         if not self.training:
+            var = self.running_var
+            if int(self.num_samples_tracked) < self.warmup_samples:
+                var = var.clamp_min(self.min_var)
             return normalize_with_stats(input, _channel_view(self.running_mean, ndim),
-                                        _channel_view(self.running_var, ndim), self.eps, weight, bias)
+                                        _channel_view(var, ndim), self.eps, weight, bias)
         dims = (0, *range(2, ndim))
         n = math.prod(input.shape[d] for d in dims)
         if n == 0:
@@ -640,14 +646,14 @@ class RunningBatchNorm(nn.Module):
         # clones: the buffers are overwritten below while the graph still needs what it read
         count, mean, var = merge_moments(self.count * (1 - a), self.running_mean.clone(), self.running_var.clone(),
                                          input.new_tensor(float(n) * a), batch_mean, batch_var)
-        if int(self.num_samples_tracked) + input.shape[0] < self.warmup_samples:
-            var = var.clamp_min(self.min_var)
-        with torch.no_grad():
+        with torch.no_grad():  # the stored statistics are never clamped (fastai keeps its raw sums too)
             self.count.copy_(count)
             self.running_mean.copy_(mean)
             self.running_var.copy_(var)
             self.num_batches_tracked.add_(1)
             self.num_samples_tracked.add_(input.shape[0])
+        if int(self.num_samples_tracked) < self.warmup_samples:  # warm-up: clamp only what normalizes
+            var = var.clamp_min(self.min_var)
         return normalize_with_stats(input, _channel_view(mean, ndim), _channel_view(var, ndim), self.eps,
                                     weight, bias)
 
