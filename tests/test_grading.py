@@ -66,8 +66,9 @@ def visible_text(html_file: Path) -> str:
 
 
 def hidden_test_lines(assignment: str) -> list[str]:
-    """Distinctive lines of the master's hidden tests (long, and not also in the student version)."""
-    visible = {line.strip() for cell in S.blank(assignment).cells for line in cell.source.splitlines()}
+    """Distinctive lines of the master's hidden tests (long, and not also in the student version, not even as part
+    of a visible line: a hidden `buffers={...},` is a prefix of a visible `buffers={...}, from_scratch=True)`)."""
+    visible = "\n".join(line.strip() for cell in S.blank(assignment).cells for line in cell.source.splitlines())
     lines, hidden = [], False
     for cell in nbformat.read(S.notebook_path(S.SOLUTIONS, assignment), as_version=4).cells:
         for line in cell.source.splitlines():
