@@ -3,7 +3,7 @@
 Read by ``make release`` (course_lib.release), ``make grade`` (course_lib.autograde, which points the paths and the
 gradebook at a temporary copy per submission and runs each kernel in a bubblewrap sandbox) and by any
 ``nbgrader ...`` command run from the repository root.
-Why each setting: DESIGN.md section 5 (behaviours of nbgrader 0.9.6 observed on our machines).
+Why each setting: docs/DESIGN.md section 5 (behaviours of nbgrader 0.9.6 observed on our machines).
 """
 c = get_config()  # noqa: F821 - traitlets provides get_config() when it loads this file
 

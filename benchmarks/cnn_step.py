@@ -1,6 +1,6 @@
 """Speed of the course CNN's training step with course_lib norms against the same CNN with torch.nn norms.
 
-The goal (DESIGN.md §2) is end to end: one SGD step of ``course_lib.models.get_cnn_model`` on a batch of 64
+The goal (docs/DESIGN.md §2) is end to end: one SGD step of ``course_lib.models.get_cnn_model`` on a batch of 64
 digits, one thread, course_lib's norm <= 1.5x torch.nn's. Both models start from the same weights and train on
 the same batches; their steps are interleaved (the order alternates every round) so they share the machine's
 state, and the printed number is median(course_lib) / median(torch.nn). Each step is timed with the thread's CPU

@@ -27,7 +27,7 @@ CONFIG_FILE = "nbgrader_config.py"
 
 def nbgrader_environment() -> None:
     """Put this interpreter's ``bin`` first on PATH: nbgrader runs ``alembic`` from PATH when it creates a
-    gradebook, and without it leaves a half-made database behind (DESIGN.md section 5)."""
+    gradebook, and without it leaves a half-made database behind (docs/DESIGN.md section 5)."""
     bin_dir = str(Path(sys.executable).parent)
     if os.environ.get("PATH", "").split(os.pathsep)[0] != bin_dir:
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")

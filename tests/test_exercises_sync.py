@@ -1,6 +1,6 @@
 """exercises/ is exactly what `make release` generates from solutions/, and the masters follow the grading rules.
 
-The rules come from nbgrader's behaviour (DESIGN.md section 5): a test cell that displays a value or writes to
+The rules come from nbgrader's behaviour (docs/DESIGN.md section 5): a test cell that displays a value or writes to
 stderr is scored by that, so test cells only assert; every graded cell needs a stable, unique grade_id.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Drive a student's JupyterLab session for real: a `jupyter lab` server and Debian's chromium via Playwright.
 
-Used by tests/browser (conftest.py holds the fixtures). The facts this is built around are in DESIGN.md section 6
+Used by tests/browser (conftest.py holds the fixtures). The facts this is built around are in docs/DESIGN.md section 6
 (JupyterLab 4.6, ipywidgets 8.1, Playwright 1.65, chromium in a root container). Two parts:
 
 - `LabServer`: a `jupyter lab` on 127.0.0.1 and a free port, token auth, temporary Jupyter config/data/runtime/
