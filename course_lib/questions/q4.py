@@ -28,7 +28,8 @@ QUESTIONS = {
         "per channel, with nothing nonlinear in between.",
         {"a": "Partly: (a) is one of them; is another block also fine without its bias?",
          "ab": "In conv -> ReLU -> BN the bias moves the ReLU's threshold; BN's beta comes after the ReLU.",
-         "c": "Partly: (c) is one of them (GroupNorm(C, C) subtracts a per-sample, per-channel mean); is there another?"},
+         "c": ("Partly: (c) is one of them (GroupNorm(C, C) subtracts a per-sample, per-channel mean); "
+               "is there another?")},
     ),
     "Q4.5": Choice(
         "b",

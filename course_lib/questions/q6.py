@@ -11,7 +11,8 @@ QUESTIONS = {
         "b",
         ("normalizes each sample over (C, H, W)", "normalizes each row over W", "raises an error",
          "normalizes each pixel over C"),
-        "normalized_shape describes the LAST axes of the input; which axis of (N, C, H, W) is last, and what size is it?",
+        ("normalized_shape describes the LAST axes of the input; which axis of (N, C, H, W) is last, and what size "
+         "is it?"),
         {"a": "That would be nn.LayerNorm([8, 8, 8]) (or GroupNorm(1, 8) with a per-channel affine).",
          "c": "It would raise if W were not 8; here W == 8, so the shapes match silently.",
          "d": "That is ConvNeXt's channels-last LayerNorm: LayerNorm(C) on x.permute(0, 2, 3, 1)."},

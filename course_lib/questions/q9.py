@@ -15,7 +15,8 @@ QUESTIONS = {
     ),
     "Q9.4": Choice(
         "b",
-        ("the statistics of the batch it is given", "the stored smoothed statistics, with the same formula as in training",
+        ("the statistics of the batch it is given",
+         "the stored smoothed statistics, with the same formula as in training",
          "nothing: it is the identity in eval", "the statistics of the last training batch alone"),
         "Look at fastai's forward: which lines depend on self.training?",
         {"a": "That would make eval depend on the batch composition, the problem running statistics solve (Q1).",
