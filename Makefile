@@ -98,7 +98,7 @@ grade: install sandbox-deps
 	$(BIN)/python -m course_lib.autograde "$(SUBMISSIONS)" "$(GRADES)" --workers $(WORKERS) $(if $(FEEDBACK),--feedback "$(FEEDBACK)",) $(if $(RESUME),--resume,) $(if $(NO_SANDBOX),--no-sandbox,)
 
 # What students receive (instead of the repository, which holds solutions/): dist/normalization-course-student/
-# and the same as a .zip -- lecture notebooks, exercises, course_lib, a student README, requirements.lock.
+# and the same as a .zip -- lecture notebooks, exercises, course_lib, a student README, both lock files, LICENSE.
 student-dist: install
 	$(BIN)/python -m course_lib.student_dist --out dist
 
