@@ -162,6 +162,7 @@ def _course_config(job: _Job, root: Path):
     config.Execute.timeout = job.timeout
     config.GuardedExecute.notebook_timeout = job.notebook_timeout
     config.GuardedExecute.sandbox = bool(job.sandbox_lib)
+    config.GenerateFeedback.exporter_class = "course_lib.autograde_steps.FeedbackExporter"
     if job.sandbox_lib:
         config.SandboxedKernelManager.lib_dir = job.sandbox_lib
         config.SandboxedKernelManager.state_dir = str(root.parent)  # the job's temporary folder (short path)

@@ -21,14 +21,16 @@ import time
 from dataclasses import dataclass, field
 
 import nbformat
+from jinja2 import BytecodeCache
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbconvert.exporters import HTMLExporter
 from nbformat import NotebookNode
 from nbgrader import utils
 from nbgrader.preprocessors import ClearHiddenTests, Execute
 from traitlets import Bool, Integer
 
 __all__ = ["InvalidSubmission", "RepairedSubmission", "repair_submission", "bound_names", "ExecutionReport",
-           "GuardedExecute", "HideHiddenTests", "is_test_cell"]
+           "GuardedExecute", "HideHiddenTests", "FeedbackExporter", "is_test_cell"]
 
 _CELL_TYPES = {"code": nbformat.v4.new_code_cell, "markdown": nbformat.v4.new_markdown_cell,
                "raw": nbformat.v4.new_raw_cell}
@@ -331,6 +333,35 @@ class HideHiddenTests(ClearHiddenTests):
                 _scrub_output(output, secret)
         nb.metadata.pop("celltoolbar", None)
         return nb, resources
+
+
+class _CompiledTemplates(BytecodeCache):
+    """Jinja's compiled templates kept in memory for the life of the grading process (keyed by template name and
+    source checksum, so an edited template is compiled again)."""
+
+    def __init__(self):
+        self._code: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket):
+        if bucket.key in self._code:
+            bucket.bytecode_from_string(self._code[bucket.key])
+
+    def dump_bytecode(self, bucket):
+        self._code[bucket.key] = bucket.bytecode_to_string()
+
+
+class FeedbackExporter(HTMLExporter):
+    """nbconvert's HTML exporter for the feedback pages, compiling its templates once per grading process.
+
+    nbgrader builds a new exporter for every notebook; compiling the feedback templates again was about 0.27 s of
+    each submission's ~3.6 s (measured with cProfile on Q6). Same templates, same configuration, same HTML."""
+
+    _templates = _CompiledTemplates()
+
+    def _create_environment(self):
+        environment = super()._create_environment()
+        environment.bytecode_cache = self._templates
+        return environment
 
 
 def _hidden_lines(source: str, begin: str, end: str) -> list[str]:

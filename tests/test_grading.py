@@ -311,3 +311,49 @@ def test_answer_checks():
         grading.check_raises(lambda: None, ValueError, "noop")
     with pytest.raises(AssertionError, match="expected no output"):
         grading.check_silent(lambda: print("dim(x_norm)"), "forward")
+
+
+def test_gradebook_schema_revision_read_in_process_is_the_one_alembic_reports():
+    """build_course reads the gradebook's schema revision from nbgrader's alembic scripts instead of asking an
+    ``alembic heads`` subprocess (3 s); both must name the same revision, and nbgrader's function is put back."""
+    import nbgrader.api
+
+    from course_lib.release import _schema_revision_in_process, nbgrader_environment
+
+    nbgrader_environment()
+    asked = nbgrader.api.get_alembic_version
+    from_subprocess = asked()
+    with _schema_revision_in_process():
+        in_process = nbgrader.api.get_alembic_version()
+    assert re.fullmatch(r"[0-9a-f]{12}", in_process), in_process
+    assert in_process == from_subprocess
+    assert nbgrader.api.get_alembic_version is asked
+
+
+def test_feedback_exporter_compiles_once_and_renders_what_nbconvert_renders(tmp_path):
+    """The feedback exporter only keeps compiled templates: its HTML equals nbconvert's HTMLExporter's, the second
+    notebook is rendered from the cache, and an edited template is compiled again."""
+    from nbconvert.exporters import HTMLExporter
+    from traitlets.config import Config
+
+    from course_lib.autograde_steps import FeedbackExporter
+
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Feedback"),
+                                               nbformat.v4.new_code_cell("x = 1\nx")])
+    config = Config()
+    config.HTMLExporter.embed_images = False
+    first, _ = FeedbackExporter(config=config).from_notebook_node(notebook)
+    cached = len(FeedbackExporter._templates._code)
+    second, _ = FeedbackExporter(config=config).from_notebook_node(notebook)
+    plain, _ = HTMLExporter(config=config).from_notebook_node(notebook)
+    strip_ids = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")  # uuid4() in the page
+    assert strip_ids.sub("", first) == strip_ids.sub("", second) == strip_ids.sub("", plain)
+    assert cached > 0 and len(FeedbackExporter._templates._code) == cached
+
+    template = tmp_path / "page.j2"
+    template.write_text("one {{ nb.cells | length }}", encoding="utf-8")
+    edited = Config()
+    edited.HTMLExporter.template_file = str(template)
+    assert FeedbackExporter(config=edited).from_notebook_node(notebook)[0] == "one 2"
+    template.write_text("two {{ nb.cells | length }}", encoding="utf-8")
+    assert FeedbackExporter(config=edited).from_notebook_node(notebook)[0] == "two 2"
