@@ -85,7 +85,7 @@ bench: install
 
 # Student versions: regenerate exercises/ from the masters in solutions/ (nbgrader, temporary gradebook).
 release: install
-	$(BIN)/python -m course_lib.release
+	$(BIN)/python -m course_lib.grading.release
 
 # Autograde a class: SUBMISSIONS holds <student_id>/<assignment>/<notebook>.ipynb; one CSV row per submission,
 # feedback HTML in FEEDBACK (default: feedback/ next to GRADES), WORKERS grading processes in parallel.
@@ -95,12 +95,12 @@ GRADES ?= grades.csv
 WORKERS ?= 2
 grade: install sandbox-deps
 	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=dir GRADES=grades.csv [FEEDBACK=dir] [WORKERS=2] [RESUME=1] [NO_SANDBOX=1]"; exit 2; }
-	$(BIN)/python -m course_lib.autograde "$(SUBMISSIONS)" "$(GRADES)" --workers $(WORKERS) $(if $(FEEDBACK),--feedback "$(FEEDBACK)",) $(if $(RESUME),--resume,) $(if $(NO_SANDBOX),--no-sandbox,)
+	$(BIN)/python -m course_lib.grading.autograde "$(SUBMISSIONS)" "$(GRADES)" --workers $(WORKERS) $(if $(FEEDBACK),--feedback "$(FEEDBACK)",) $(if $(RESUME),--resume,) $(if $(NO_SANDBOX),--no-sandbox,)
 
 # What students receive (instead of the repository, which holds solutions/): dist/normalization-course-student/
 # and the same as a .zip -- lecture notebooks, exercises, course_lib, a student README, both lock files, LICENSE.
 student-dist: install
-	$(BIN)/python -m course_lib.student_dist --out dist
+	$(BIN)/python -m course_lib.grading.student_dist --out dist
 
 # Debian's bubblewrap for the grading sandbox (make grade, and its tests in make test).
 sandbox-deps:

@@ -1,7 +1,7 @@
 """nbgrader configuration of the course: masters in solutions/, student versions in exercises/.
 
-Read by ``make release`` (course_lib.release), ``make grade`` (course_lib.autograde, which points the paths and the
-gradebook at a temporary copy per submission and runs each kernel in a bubblewrap sandbox) and by any
+Read by ``make release`` (course_lib.grading.release), ``make grade`` (course_lib.grading.autograde, which points
+the paths and the gradebook at a temporary copy per submission and runs each kernel in a bubblewrap sandbox) and by any
 ``nbgrader ...`` command run from the repository root.
 Why each setting: docs/DESIGN.md section 5 (behaviours of nbgrader 0.9.6 observed on our machines).
 """
@@ -30,14 +30,14 @@ c.Execute.iopub_timeout = 4
 c.Execute.raise_on_iopub_timeout = True
 c.Execute.shutdown_kernel = "immediate"
 c.GuardedExecute.notebook_timeout = 300
-# Every kernel in the bubblewrap sandbox (course_lib/sandbox.py), also for a plain `nbgrader autograde`;
+# Every kernel in the bubblewrap sandbox (course_lib/grading/sandbox.py), also for a plain `nbgrader autograde`;
 # `make grade NO_SANDBOX=1` (--no-sandbox) turns it off where bubblewrap is missing.
 c.GuardedExecute.sandbox = True
 
-# nbgrader's autograde steps with Execute replaced by the guarded one (course_lib.autograde_steps): test cells
+# nbgrader's autograde steps with Execute replaced by the guarded one (course_lib.grading.steps): test cells
 # run with torch/numpy/course_lib.grading restored to what they were before the first student cell.
 c.Autograde.autograde_preprocessors = [
-    "course_lib.autograde_steps.GuardedExecute",
+    "course_lib.grading.steps.GuardedExecute",
     "nbgrader.preprocessors.IgnorePattern",
     "nbconvert.preprocessors.ClearMetadataPreprocessor",
     "nbgrader.preprocessors.LimitOutput",
@@ -49,6 +49,6 @@ c.Autograde.autograde_preprocessors = [
 # Feedback never shows hidden tests (nbgrader's default feedback does: the graded copy holds them).
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
-    "course_lib.autograde_steps.HideHiddenTests",
+    "course_lib.grading.steps.HideHiddenTests",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]

@@ -6,9 +6,9 @@ folder in nbgrader's submitted layout, ``<student_id>/<assignment>/<notebook>.ip
 assignment Q1-Q9 for every student (12 students = 108 submission-notebooks), built the way the grading tests
 build them (tests/grading_fixtures): most students hand in the correct solution, every fourth one a mix of
 untouched exercises and stubs that return their input. Then it runs the instructors' command,
-``python -m course_lib.autograde``, and prints the wall time, the time per submission-notebook, and whether
+``python -m course_lib.grading.autograde``, and prints the wall time, the time per submission-notebook, and whether
 every correct submission got full marks and every other one less. Kernels run in the bubblewrap sandbox
-(course_lib.sandbox) unless ``--no-sandbox`` is given.
+(course_lib.grading.sandbox) unless ``--no-sandbox`` is given.
 Goal (issue 14): 100 submission-notebooks in <= 3 minutes on the 2-core course machine, sandbox on.
 """
 from __future__ import annotations
@@ -52,7 +52,7 @@ def main() -> int:
         class_dir, grades = Path(tmp) / "submitted", Path(tmp) / "grades.csv"
         expected = write_class(class_dir, args.students)
         start = time.perf_counter()
-        process = subprocess.run([sys.executable, "-m", "course_lib.autograde", str(class_dir), str(grades),
+        process = subprocess.run([sys.executable, "-m", "course_lib.grading.autograde", str(class_dir), str(grades),
                                   "--workers", str(args.workers), "--feedback", str(Path(tmp) / "feedback"),
                                   *(["--no-sandbox"] if args.no_sandbox else [])],
                                  cwd=REPO, capture_output=True, text=True)

@@ -9,8 +9,8 @@ One concept per module:
 * ``data`` -- offline digits data set and loaders; ``models`` -- the CNN that takes any norm;
 * ``training`` -- a small Learner with callbacks, schedules, recalibration; ``hooks`` -- activation statistics;
 * ``plots`` -- figures; ``widgets`` -- ipywidgets explorers; ``quiz`` -- self-check questions of the notebooks;
-* ``grading`` (checks inside the exercises, the from-scratch gate), ``grading_guard``, ``autograde``,
-  ``autograde_steps``, ``sandbox`` (bubblewrap around each graded kernel), ``release``, ``student_dist`` -- exercises,
-  nbgrader and what students receive.
+* ``grading`` -- a subpackage: the checks inside the exercises (``checks``, ``layers``) and the from-scratch gate
+  (``from_scratch``), the in-kernel ``guard``; for instructors ``autograde`` (``make grade``), ``steps`` (one notebook
+  through nbgrader), ``sandbox`` (bubblewrap around each graded kernel), ``release``, ``student_dist``.
 """
 __version__ = "0.1.0"

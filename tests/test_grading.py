@@ -1,4 +1,4 @@
-"""The grading pipeline: a small class graded end to end by ``python -m course_lib.autograde``, the correct
+"""The grading pipeline: a small class graded end to end by ``python -m course_lib.grading.autograde``, the correct
 submission of every assignment at full marks, and the pieces (checks, repairs, submission layout) on their own.
 
 The two class runs are single tests (not module fixtures), so that pytest-xdist never grades a class twice.
@@ -20,9 +20,9 @@ from torch import nn
 
 import course_lib.norms as cn
 from course_lib import grading
-from course_lib.autograde import CSV_COLUMNS, find_submissions
-from course_lib.autograde_steps import InvalidSubmission, bound_names, repair_submission
-from course_lib.release import find_assignments
+from course_lib.grading.autograde import CSV_COLUMNS, find_submissions
+from course_lib.grading.steps import InvalidSubmission, bound_names, repair_submission
+from course_lib.grading.release import find_assignments
 from grading_fixtures import submissions as S
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ ASSIGNMENT = "Q3"
 def sandbox_flag() -> list[str]:
     """``[]`` (grade in the sandbox) where bubblewrap works, else ``["--no-sandbox"]``; with
     ``SANDBOX_TEST_REQUIRED=1`` (CI) a missing sandbox fails instead."""
-    from course_lib import sandbox
+    from course_lib.grading import sandbox
 
     try:
         sandbox.require_bwrap()
@@ -48,7 +48,7 @@ def grade(class_dir: Path, out_dir: Path) -> tuple[subprocess.CompletedProcess, 
     """Run the command instructors run; return the process and the CSV rows by student_id."""
     grades = out_dir / "grades.csv"
     process = subprocess.run(
-        [sys.executable, "-m", "course_lib.autograde", str(class_dir), str(grades), "--workers", "2",
+        [sys.executable, "-m", "course_lib.grading.autograde", str(class_dir), str(grades), "--workers", "2",
          "--timeout", str(CELL_TIMEOUT), "--feedback", str(out_dir / "feedback"), *sandbox_flag()],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert process.returncode == 0, f"autograde exited with {process.returncode}:\n{process.stdout}\n{process.stderr}"
@@ -318,7 +318,7 @@ def test_gradebook_schema_revision_read_in_process_is_the_one_alembic_reports():
     ``alembic heads`` subprocess (3 s); both must name the same revision, and nbgrader's function is put back."""
     import nbgrader.api
 
-    from course_lib.release import _schema_revision_in_process, nbgrader_environment
+    from course_lib.grading.release import _schema_revision_in_process, nbgrader_environment
 
     nbgrader_environment()
     asked = nbgrader.api.get_alembic_version
@@ -336,7 +336,7 @@ def test_feedback_exporter_compiles_once_and_renders_what_nbconvert_renders(tmp_
     from nbconvert.exporters import HTMLExporter
     from traitlets.config import Config
 
-    from course_lib.autograde_steps import FeedbackExporter
+    from course_lib.grading.steps import FeedbackExporter
 
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Feedback"),
                                                nbformat.v4.new_code_cell("x = 1\nx")])

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from course_lib import autograde, sandbox
+from course_lib.grading import autograde, sandbox
 from grading_fixtures import hostile as H
 from grading_fixtures import submissions as S
 from test_grading import hidden_test_lines, sandbox_flag, visible_text
@@ -41,7 +41,7 @@ def require_sandbox() -> None:
 
 
 def autograde_command(class_dir: Path, grades: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "course_lib.autograde", str(class_dir), str(grades), "--timeout", "60",
+    return [sys.executable, "-m", "course_lib.grading.autograde", str(class_dir), str(grades), "--timeout", "60",
             "--feedback", str(grades.parent / "feedback"), *extra]
 
 

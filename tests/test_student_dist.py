@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_lib.student_dist import INSTRUCTOR_MODULES, NAME, build_student_dist
+from course_lib.grading.student_dist import INSTRUCTOR_MODULES, NAME, build_student_dist
 from grading_fixtures import submissions as S
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,7 +69,7 @@ def test_bundle_holds_what_students_need(bundle):
     for assignment in S.assignments():
         assert f"exercises/{assignment}/{S.notebook_path(S.EXERCISES, assignment).name}" in names
     assert {"README.md", "requirements-torch.lock", "requirements.lock", "pyproject.toml", "LICENSE",
-            "course_lib/__init__.py", "course_lib/grading.py", "course_lib/quiz.py",
+            "course_lib/__init__.py", "course_lib/grading/checks.py", "course_lib/quiz.py",
             "course_lib/questions/q1.py"} <= names
     assert len([n for n in names if n.startswith("notebooks/Q") and n.endswith(".ipynb")]) == 9
     with zipfile.ZipFile(bundle.parent / f"{NAME}.zip") as archive:
@@ -80,7 +80,8 @@ def test_bundle_holds_no_answer_no_hidden_test_no_grading_material(bundle):
     files = [p for p in bundle.rglob("*") if p.is_file()]
     forbidden = [p for p in files if p.suffix in (".db", ".csv") or {"solutions", "tests", "grading_fixtures",
                                                                      "source", "autograded", "feedback"} &
-                 set(p.relative_to(bundle).parts) or p.name in INSTRUCTOR_MODULES]
+                 set(p.relative_to(bundle).parts) or
+                 p.relative_to(bundle).as_posix().removeprefix("course_lib/") in INSTRUCTOR_MODULES]
     assert not forbidden, f"grading material in the student bundle: {forbidden}"
     texts = {p.relative_to(bundle).as_posix(): readable_text(p) for p in files}
     shipped = []

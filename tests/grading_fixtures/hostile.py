@@ -34,9 +34,9 @@ for path in found:
 
 # Neutering the in-kernel guard by rebinding its functions, then cheating as in submissions.CHEAT.
 NEUTER_GUARD = '''\
-import course_lib.grading_guard
-course_lib.grading_guard.restore = lambda token: f"ok {token} "
-course_lib.grading_guard.remember = lambda names: "ok"
+import course_lib.grading.guard
+course_lib.grading.guard.restore = lambda token: f"ok {token} "
+course_lib.grading.guard.remember = lambda names: "ok"
 ''' + S.CHEAT
 
 # The guard used to be reached as __import__('sys').modules[...], evaluated in the notebook's namespace.
@@ -45,7 +45,7 @@ import types
 class _FakeGuard:
     restore = staticmethod(lambda token: f"ok {token} ")
     remember = staticmethod(lambda names: "ok")
-_fake_sys = types.SimpleNamespace(modules={"course_lib.grading_guard": _FakeGuard})
+_fake_sys = types.SimpleNamespace(modules={"course_lib.grading.guard": _FakeGuard})
 _real_import = __builtins__.__import__ if hasattr(__builtins__, "__import__") else __builtins__["__import__"]
 def __import__(name, *args, **kwargs):
     return _fake_sys if name == "sys" else _real_import(name, *args, **kwargs)

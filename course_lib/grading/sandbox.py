@@ -27,7 +27,7 @@ grader (the parent process, which is trusted) starts every kernel inside a sandb
 * **limits** (``prlimit`` inside the sandbox, :class:`Limits`): processes (a fork bomb stops there), address space
   (a memory hog gets ``MemoryError``), file size, CPU seconds.
 
-The in-kernel guard (:mod:`course_lib.grading_guard`) stays, as defence in depth against a notebook redefining what
+The in-kernel guard (:mod:`course_lib.grading.guard`) stays, as defence in depth against a notebook redefining what
 the tests use; a student who subverts their own interpreter can at worst fake their *own* test results, which the
 sandbox confines to their own row.
 
@@ -96,16 +96,23 @@ def require_bwrap() -> str:
 
 
 def copy_student_course_lib(destination: Path, exclude: tuple[str, ...] = (), compiled: bool = True) -> Path:
-    """Copy the ``course_lib`` package (no caches, no file in ``exclude``) to ``destination/course_lib``, readable
-    by everyone, compiled unless told otherwise; return ``destination``. The sandbox's copy and, without the
-    instructors' modules, the student bundle's (``course_lib.student_dist``)."""
+    """Copy the ``course_lib`` package (no caches, no file in ``exclude``: paths inside the package such as
+    ``"grading/autograde.py"``) to ``destination/course_lib``, readable by everyone, compiled unless told otherwise;
+    return ``destination``. The sandbox's copy and, without the instructors' modules, the student bundle's
+    (``course_lib.grading.student_dist``)."""
     import compileall
 
     import course_lib
 
     source = Path(course_lib.__file__).resolve().parent
     target = destination / "course_lib"
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*", *exclude))
+    caches = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        inside = Path(folder).relative_to(source)
+        return set(caches(folder, names)) | {name for name in names if (inside / name).as_posix() in exclude}
+
+    shutil.copytree(source, target, ignore=ignore)
     if compiled:
         compileall.compile_dir(str(target), quiet=1)
     for path in [target, *target.rglob("*")]:

@@ -4,7 +4,7 @@ Student cells and test cells share one Python process, so a student cell can red
 (``torch.allclose = lambda *a, **k: True``, ``torch.testing.assert_close``, ``numpy.allclose``,
 ``course_lib.grading.check_tensor``, a method of ``torch.Tensor`` or of the reference layers, a builtin, a
 name bound by the read-only setup cell, an IPython input/AST transformer that rewrites the test cells...).
-``course_lib.autograde`` calls, through IPython *user expressions* (evaluated outside the cell machinery):
+``course_lib.grading.autograde`` calls, through IPython *user expressions* (evaluated outside the cell machinery):
 
 * :func:`install` once before the first cell: imports the modules the tests use and snapshots them, and makes an
   entry class under a random name with a random key; every later call goes through that class, found with an
@@ -20,7 +20,7 @@ name bound by the read-only setup cell, an IPython input/AST transformer that re
 
 Limits: code in the same process can always reach this module itself (``gc``, closures, ``ctypes``); the guard
 removes the ways a notebook can fool the tests by *redefining* things. It is defence in depth: what protects the
-grader, the answers and the other students is the sandbox around the kernel (:mod:`course_lib.sandbox`).
+grader, the answers and the other students is the sandbox around the kernel (:mod:`course_lib.grading.sandbox`).
 """
 from __future__ import annotations
 
@@ -38,8 +38,9 @@ GUARDED_MODULES = (
     "torch", "torch.testing", "torch.nn", "torch.nn.functional", "torch.nn.init", "torch.nn.parameter",
     "torch.nn.modules.module", "torch.nn.modules.batchnorm", "torch.nn.modules.instancenorm",
     "torch.nn.modules.normalization", "torch.autograd", "torch.overrides", "torch.testing._comparison",
-    "course_lib", "course_lib.grading", "course_lib.norms", "course_lib.stats", "course_lib.functional",
-    "torch.utils._python_dispatch",  # the from-scratch gate's dispatch mode (course_lib.grading)
+    "course_lib", "course_lib.grading", "course_lib.grading.checks", "course_lib.grading.layers",
+    "course_lib.grading.from_scratch", "course_lib.norms", "course_lib.stats", "course_lib.functional",
+    "torch.utils._python_dispatch",  # the from-scratch gate's dispatch mode (course_lib.grading.from_scratch)
 )
 # classes whose members are snapshotted besides those defined in the guarded modules
 _CLASS_PREFIXES = ("torch.nn.", "torch._tensor", "torch.testing", "course_lib.", "IPython.", "ipykernel.")

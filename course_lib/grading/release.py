@@ -3,10 +3,10 @@
 Runs nbgrader's ``generate_assignment`` in a temporary course folder with a temporary gradebook (nothing is left
 in the repository but ``exercises/<assignment>/<notebook>.ipynb``; stale assignment folders and files are
 removed), and writes each notebook in nbformat's canonical JSON so that the committed files can be compared
-byte for byte (``tests/test_exercises_sync.py``). :func:`build_course` is also how ``course_lib.autograde``
+byte for byte (``tests/test_exercises_sync.py``). :func:`build_course` is also how ``course_lib.grading.autograde``
 builds the gradebook it grades against.
 
-Usage: ``python -m course_lib.release [--course-dir DIR]`` (``make release``).
+Usage: ``python -m course_lib.grading.release [--course-dir DIR]`` (``make release``).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What happens to *one* submitted notebook on its way through nbgrader (used by ``course_lib.autograde``).
+"""What happens to *one* submitted notebook on its way through nbgrader (used by ``course_lib.grading.autograde``).
 
 * :func:`repair_submission` -- before nbgrader sees it: parse (a file that is not a notebook raises
   :class:`InvalidSubmission`), rebuild a valid nbformat-4 notebook, drop nbgrader metadata nbgrader would
@@ -6,7 +6,7 @@
   their neighbours, and tell whether any answer was changed from the released exercise.
   nbgrader's own ``OverwriteCells`` then restores *edited* read-only cells (by checksum, hidden tests included).
 * :class:`GuardedExecute` -- nbgrader's ``Execute`` step with the kernel in the bubblewrap sandbox
-  (``sandbox``, :mod:`course_lib.sandbox`), :mod:`course_lib.grading_guard` around each test cell (defence in
+  (``sandbox``, :mod:`course_lib.grading.sandbox`), :mod:`course_lib.grading.guard` around each test cell (defence in
   depth), a total time budget, test cells that may not display a value, and an :class:`ExecutionReport`
   saying why a notebook could not be graded (kernel died, cell ignored the interrupt).
 * :class:`HideHiddenTests` -- feedback step: hidden test code, and its text in any output, never reach the student.
@@ -193,13 +193,14 @@ class GuardedExecute(Execute):
         config=True)
     guard_timeout = Integer(60, help="Seconds for one call of the grading guard (the first imports torch).").tag(
         config=True)
-    sandbox = Bool(False, help="Run the kernel in the bubblewrap sandbox (course_lib.sandbox).").tag(config=True)
+    sandbox = Bool(False, help="Run the kernel in the bubblewrap sandbox (course_lib.grading.sandbox).").tag(
+        config=True)
     last_report: ExecutionReport = ExecutionReport()
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.sandbox:  # nbgrader's Execute passes its kernel manager class as an argument, not as config
-            from course_lib.sandbox import SandboxedKernelManager
+            from course_lib.grading.sandbox import SandboxedKernelManager
 
             self.kernel_manager_class = SandboxedKernelManager
 
@@ -240,11 +241,11 @@ class GuardedExecute(Execute):
         return f"cell {index + 1} ({first[:40]!r})"
 
     def _guard(self, function: str, argument) -> str | None:
-        """Call ``course_lib.grading_guard.<function>(argument)`` in the kernel. The first call (install, before
+        """Call ``course_lib.grading.guard.<function>(argument)`` in the kernel. The first call (install, before
         any student cell) imports the module; later ones go through the entry class it made, found without a
         name lookup, and must answer with sha256(key + nonce) (see the guard's docstring)."""
         if not self._guard_installed:
-            return self._call_guard(f"__import__('course_lib.grading_guard', fromlist=['install']).install("
+            return self._call_guard(f"__import__('course_lib.grading.guard', fromlist=['install']).install("
                                     f"{argument!r}, {self._entry_name!r}, {self._key!r})")
         nonce = secrets.token_hex(8)
         answer = self._call_guard(f"[k for k in ().__class__.__mro__[1].__subclasses__() if k.__name__ == "
@@ -274,7 +275,7 @@ class GuardedExecute(Execute):
                                   f"stopped before {label}")
         if not self._guard_installed:
             seal = getattr(self.km, "seal_connection_folder", None)
-            if seal is not None:  # the kernel is up and has made its sockets (course_lib.sandbox)
+            if seal is not None:  # the kernel is up and has made its sockets (course_lib.grading.sandbox)
                 seal()
             if self._guard("install", self._token) != f"ok {self._token}":
                 self._fail("error", "the grading guard could not be installed in the kernel")

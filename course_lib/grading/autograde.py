@@ -1,4 +1,4 @@
-"""Grade a whole class with one command, offline: ``python -m course_lib.autograde SUBMISSIONS GRADES.csv``.
+"""Grade a whole class with one command, offline: ``python -m course_lib.grading.autograde SUBMISSIONS GRADES.csv``.
 
 ``SUBMISSIONS/<student_id>/<assignment>/<notebook>.ipynb`` is nbgrader's submitted layout (what
 ``nbgrader collect`` or a download from the LMS gives, one folder per student). The result:
@@ -10,8 +10,8 @@
 
 Each submission is graded by nbgrader's Python API in a worker process (2 by default, ``--workers``), in its own
 temporary copy of the course (masters + a gradebook built once per run), so one bad submission never stops the
-batch; ``course_lib.autograde_steps`` repairs what students hand in and guards the test cells. The student's code
-runs in a kernel inside a bubblewrap sandbox (:mod:`course_lib.sandbox`): it sees no course folder, gradebook,
+batch; ``course_lib.grading.steps`` repairs what students hand in and guards the test cells. The student's code
+runs in a kernel inside a bubblewrap sandbox (:mod:`course_lib.grading.sandbox`): it sees no course folder, gradebook,
 CSV or other submission, has no network, and everything it started dies with it. Without bubblewrap the command
 refuses to grade unless ``--no-sandbox`` is given.
 
@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
 
-from course_lib.release import build_course, find_assignments, load_course_config, nbgrader_environment
+from course_lib.grading.release import build_course, find_assignments, load_course_config, nbgrader_environment
 
 __all__ = ["Submission", "find_submissions", "grade_class", "main", "CSV_COLUMNS"]
 
@@ -122,7 +122,7 @@ class _Job:
     notebook_timeout: int
     course_dir: str
     sandbox_lib: str | None = None  # the copy of course_lib for sandboxed kernels; None: --no-sandbox
-    limits: dict = field(default_factory=dict)  # course_lib.sandbox.Limits fields
+    limits: dict = field(default_factory=dict)  # course_lib.grading.sandbox.Limits fields
 
 
 def _row(sub: Submission, score: float, max_score: float, status: str, reason: str, seconds: float) -> dict:
@@ -162,7 +162,7 @@ def _course_config(job: _Job, root: Path):
     config.Execute.timeout = job.timeout
     config.GuardedExecute.notebook_timeout = job.notebook_timeout
     config.GuardedExecute.sandbox = bool(job.sandbox_lib)
-    config.GenerateFeedback.exporter_class = "course_lib.autograde_steps.FeedbackExporter"
+    config.GenerateFeedback.exporter_class = "course_lib.grading.steps.FeedbackExporter"
     if job.sandbox_lib:
         config.SandboxedKernelManager.lib_dir = job.sandbox_lib
         config.SandboxedKernelManager.state_dir = str(root.parent)  # the job's temporary folder (short path)
@@ -190,7 +190,7 @@ def _grade_in_course(job: _Job, root: Path, log_lines: list[str]) -> dict:
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
 
-    from course_lib.autograde_steps import GuardedExecute, InvalidSubmission, repair_submission
+    from course_lib.grading.steps import GuardedExecute, InvalidSubmission, repair_submission
 
     sub, started = job.submission, time.monotonic()
     config = _course_config(job, root)
@@ -377,12 +377,12 @@ def grade_class(course_dir: Path, submissions: Path, grades_csv: Path, feedback_
                 out=sys.stdout) -> list[dict]:
     """Grade every submission; write the CSV row by row (and the log next to it); return the rows.
 
-    ``sandbox``: run the kernels in bubblewrap (raises ``course_lib.sandbox.SandboxUnavailable`` when it is
+    ``sandbox``: run the kernels in bubblewrap (raises ``course_lib.grading.sandbox.SandboxUnavailable`` when it is
     missing). ``resume``: keep the rows of an existing ``grades_csv`` and grade only the other submissions.
     """
     nbgrader_environment()
     if sandbox:
-        from course_lib.sandbox import require_bwrap
+        from course_lib.grading.sandbox import require_bwrap
 
         require_bwrap()
     config = load_course_config(course_dir)
@@ -405,7 +405,7 @@ def grade_class(course_dir: Path, submissions: Path, grades_csv: Path, feedback_
         template = build_course(course_dir, needed, Path(tmp) / "template") if needed else Path(tmp)
         sandbox_lib, limits = None, {}
         if sandbox:
-            from course_lib.sandbox import copy_student_course_lib
+            from course_lib.grading.sandbox import copy_student_course_lib
 
             sandbox_lib = str(copy_student_course_lib(Path(tmp) / "kernel-lib"))
             limits = {"cpu_seconds": notebook_timeout + 60}

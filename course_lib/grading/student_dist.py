@@ -15,7 +15,7 @@ only what they need:
 Never in it: ``solutions/``, hidden tests, a gradebook, grades, ``tests/`` and their grading fixtures.
 ``tests/test_student_dist.py`` checks that no solution code and no hidden-test text is in any file of it.
 
-Usage: ``python -m course_lib.student_dist [--course-dir DIR] [--out dist]``.
+Usage: ``python -m course_lib.grading.student_dist [--course-dir DIR] [--out dist]``.
 """
 from __future__ import annotations
 
@@ -28,7 +28,9 @@ from pathlib import Path
 __all__ = ["INSTRUCTOR_MODULES", "NAME", "build_student_dist", "main"]
 
 NAME = "normalization-course-student"
-INSTRUCTOR_MODULES = ("autograde.py", "autograde_steps.py", "release.py", "sandbox.py", "student_dist.py")
+# paths inside course_lib/: the instructors' part of the grading package (the checks and the guard are shipped)
+INSTRUCTOR_MODULES = ("grading/autograde.py", "grading/steps.py", "grading/release.py", "grading/sandbox.py",
+                      "grading/student_dist.py")
 
 STUDENT_README = """\
 # Normalization layers, from BatchNorm to RMSNorm: student materials
@@ -69,8 +71,8 @@ outlive a cell does not work there.
 
 def build_student_dist(course_dir: Path, out_dir: Path) -> Path:
     """Build ``out_dir/NAME/`` and ``out_dir/NAME.zip``; returns the folder."""
-    from course_lib.release import find_assignments, load_course_config
-    from course_lib.sandbox import copy_student_course_lib
+    from course_lib.grading.release import find_assignments, load_course_config
+    from course_lib.grading.sandbox import copy_student_course_lib
 
     config = load_course_config(course_dir)
     exercises = course_dir / config.CourseDirectory.get("release_directory", "exercises")
