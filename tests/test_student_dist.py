@@ -103,5 +103,6 @@ def test_the_bundle_installs_as_a_package_with_its_questions_and_without_the_gra
     assert proc.returncode == 0, proc.stderr[-2000:]
     (wheel,) = tmp_path.glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"course_lib/questions/q1.py", "course_lib/seed.py", "course_lib/norms.py"} <= names
+    assert {"course_lib/questions/q1.py", "course_lib/seed.py", "course_lib/norms/batchnorm.py",
+            "course_lib/grading/checks.py", "course_lib/grading/guard.py"} <= names
     assert not {f"course_lib/{m}" for m in INSTRUCTOR_MODULES} & names

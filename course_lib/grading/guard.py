@@ -39,7 +39,9 @@ GUARDED_MODULES = (
     "torch.nn.modules.module", "torch.nn.modules.batchnorm", "torch.nn.modules.instancenorm",
     "torch.nn.modules.normalization", "torch.autograd", "torch.overrides", "torch.testing._comparison",
     "course_lib", "course_lib.grading", "course_lib.grading.checks", "course_lib.grading.layers",
-    "course_lib.grading.from_scratch", "course_lib.norms", "course_lib.stats", "course_lib.functional",
+    "course_lib.grading.from_scratch", "course_lib.norms", "course_lib.norms.base", "course_lib.norms.batchnorm",
+    "course_lib.norms.instancenorm", "course_lib.norms.normalization", "course_lib.norms.running_batchnorm",
+    "course_lib.stats", "course_lib.functional",
     "torch.utils._python_dispatch",  # the from-scratch gate's dispatch mode (course_lib.grading.from_scratch)
 )
 # classes whose members are snapshotted besides those defined in the guarded modules

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from course_lib.grading.checks import _describe, check_tensor
+from course_lib.norms.base import reduce_dims_of
 from course_lib.grading.from_scratch import NORMALIZATION, _Observation, watched
 
 __all__ = ["check_layer", "check_buffers_detached", "check_state_dict_compatible", "normalization_mistakes",
@@ -118,7 +119,7 @@ def _affine_view(param: Tensor | None, x: Tensor, per_channel: bool) -> Tensor |
 def check_layer(student: nn.Module, reference: nn.Module, inputs: Sequence[Tensor], what: str, *,
                 eval_input: Tensor | None = None, buffers: Mapping[str, str] | None = None,
                 param_names: Mapping[str, str] | None = None, stat_dims: tuple[int, ...] | None = None,
-                per_channel_affine: bool = True,
+                per_channel_affine: bool | None = None,
                 grads: bool = True, rtol: float = 1e-4, atol: float = 1e-5, seed: int = 0,
                 extra_mistakes: Callable[[int, Tensor], Mapping[str, Mapping[str, Tensor]]] | None = None,
                 from_scratch: bool = False) -> None:
@@ -128,7 +129,9 @@ def check_layer(student: nn.Module, reference: nn.Module, inputs: Sequence[Tenso
     ``buffers``/``param_names`` map the reference's names to the student's (default: same names, ``weight``
     and ``bias`` when the reference has them). ``stat_dims``: the axes the statistics reduce, used to name
     classic mistakes (with a weight of shape ``(C,)`` when ``per_channel_affine``, else shaped like the
-    trailing axes as in LayerNorm). ``extra_mistakes(step, x)`` may add ``{"buffer name": {explanation: value}}``.
+    trailing axes as in LayerNorm); by default both come from the reference layer
+    (:func:`course_lib.norms.reduce_dims_of`; none for GroupNorm). ``extra_mistakes(step, x)`` may add
+    ``{"buffer name": {explanation: value}}``.
     ``from_scratch``: every call of the student's layer is watched as by :func:`check_own_layer` (library calls,
     normalization kernels, library nodes in its output's graph), so a layer that uses the library only on some
     inputs, or only when it is not watched by the gate, earns nothing either.
@@ -148,9 +151,11 @@ def check_layer(student: nn.Module, reference: nn.Module, inputs: Sequence[Tenso
                        output_of=lambda step: step.output)
         theirs = forward_backward(reference, x, grad_output, {name: name for name in param_names})
         mistakes = {"output": {}, "grad_input": {}}
-        if stat_dims is not None:
-            w, b = (_affine_view(getattr(reference, n, None), x, per_channel_affine) for n in ("weight", "bias"))
-            mistakes = normalization_mistakes(x, stat_dims, getattr(reference, "eps", 1e-5), w, b, grad_output)
+        dims = stat_dims if stat_dims is not None else reduce_dims_of(reference, x.dim())
+        if dims is not None:
+            per_channel = (1 not in dims) if per_channel_affine is None else per_channel_affine
+            w, b = (_affine_view(getattr(reference, n, None), x, per_channel) for n in ("weight", "bias"))
+            mistakes = normalization_mistakes(x, dims, getattr(reference, "eps", 1e-5), w, b, grad_output)
         check_tensor(mine.output, theirs.output, f"{label}: output", rtol=rtol, atol=atol,
                      mistakes=mistakes["output"])
         if grads:
@@ -183,7 +188,7 @@ def check_layer(student: nn.Module, reference: nn.Module, inputs: Sequence[Tenso
             mine = watched(what, observation, lambda: student(eval_input))
             theirs = reference(eval_input)
         mistakes = {}
-        if stat_dims is not None:
+        if stat_dims is not None or reduce_dims_of(reference, eval_input.dim()) is not None:
             with torch.no_grad():
                 training_output = copy.deepcopy(reference).train()(eval_input)
             mistakes = {"the output of training mode: in eval mode the layer must use its running "
