@@ -74,8 +74,8 @@ class GroupNorm(_Norm):
     r"""Group normalization: channels split into ``num_groups`` groups; statistics per sample and group.
 
     The input ``(N, C, *)`` is viewed as ``(N, G, C/G, *)``; then it is InstanceNorm on that view, the group's
-    channels counting as one more spatial axis: statistics over (C/G, *) for each (n, g). ``weight``/``bias`` are
-    per channel. ``GroupNorm(1, C)`` has LayerNorm's statistics, ``GroupNorm(C, C)`` InstanceNorm's (Q8).
+    channels counting as one more spatial axis: statistics over ``(C/G, *)`` for each ``(n, g)``. ``weight`` and
+    ``bias`` are per channel. ``GroupNorm(1, C)`` has LayerNorm's statistics, ``GroupNorm(C, C)`` InstanceNorm's (Q8).
     Independent of the batch size. Equivalent: ``torch.nn.GroupNorm`` (``F.group_norm``).
 
     Shape:
