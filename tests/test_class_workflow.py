@@ -216,3 +216,41 @@ def test_a_class_with_a_late_submission_locally_and_on_dask(tmp_path):
     resumed = grade(course, tmp_path / "submitted", tmp_path / "local", "--resume")
     assert f"{len(CLASS)} submission(s) already in" in resumed.stdout and read_csv(tmp_path / "local" / "grades.csv")[1]
     assert read_csv(tmp_path / "local" / "totals.csv")[1] == totals
+
+
+# ------------------------------------------------------------------------------------------------ LMS downloads
+
+@pytest.mark.slow
+def test_canvas_download_becomes_the_submitted_layout(tmp_path):
+    import zipfile
+
+    name = S.notebook_path(S.EXERCISES, "Q3").name
+    download = tmp_path / "submissions.zip"
+    with zipfile.ZipFile(download, "w") as archive:
+        archive.writestr(f"alicesmith_1001_5001_{name}", "{}")
+        archive.writestr(f"bobjones_late_1002_5002_{name}", "{}")
+        archive.writestr("carolwu_1003_5003_notes.txt", "not a notebook")
+    process = subprocess.run([sys.executable, "-m", "course_lib.grading.lms", str(download), "Q3", "--out",
+                              str(tmp_path / "submitted")], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert process.returncode == 0, f"lms exited with {process.returncode}:\n{process.stdout}\n{process.stderr}"
+    found = sorted(str(p.relative_to(tmp_path / "submitted")) for p in (tmp_path / "submitted").rglob("*")
+                   if p.is_file())
+    assert found == [f"alicesmith/Q3/{name}", f"bobjones/Q3/{name}"], found
+    assert "2 student folder(s)" in process.stdout, process.stdout
+
+
+@pytest.mark.slow
+def test_download_with_times_in_the_names_gives_timestamp_files(tmp_path):
+    from course_lib.grading.lms import collect
+
+    name = S.notebook_path(S.EXERCISES, "Q3").name
+    download = tmp_path / "download"
+    download.mkdir()
+    (download / f"ann_attempt_20261201T183000Z_{name}").write_text("{}")
+    (download / f"ann_attempt_20261201T160000Z_{name}").write_text("{}")  # older duplicate: nbgrader drops it
+    regex = r".*/(?P<student_id>[a-z]+)_attempt_(?P<timestamp>[0-9TZ]+)_(?P<file_id>[^/]+\.ipynb)$"
+    found = collect(download, "Q3", tmp_path / "submitted", regex, REPO)
+    assert found == {"ann": sorted([name, "timestamp.txt"])}, found
+    masters = find_assignments(REPO / "solutions")
+    (submission,) = find_submissions(tmp_path / "submitted", masters)
+    assert autograde.iso_timestamp(submission.timestamp) == "2026-12-01T18:30:00+00:00", submission
