@@ -197,6 +197,15 @@ def test_a_class_with_a_late_submission_locally_and_on_dask(tmp_path):
     for student in ("alice", "bob"):
         assert (course / "autograded" / student / "Q2" / f"{notebook}.ipynb").is_file()
     assert (tmp_path / "local" / "feedback" / "bob" / "Q2" / "submission_secret.txt").read_text() == "secret-bob"
+    exchange = tmp_path / "exchange"
+    exchange.mkdir()
+    nbgrader_cli(course, "release_feedback", "Q2", f"--Exchange.root={exchange}",
+                 f"--CourseDirectory.feedback_directory={tmp_path / 'local' / 'feedback'}")
+    from nbgrader.utils import notebook_hash
+
+    released = sorted(p.name for p in (exchange / "normalization-course" / "feedback").glob("*.html"))
+    assert released == sorted(f"{notebook_hash(secret=f'secret-{s}', notebook_id=notebook)}.html"
+                              for s in ("alice", "bob")), released
 
     started = time.monotonic()
     distributed = grade(course, tmp_path / "submitted", tmp_path / "dask", "--dask")

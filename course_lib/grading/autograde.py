@@ -3,12 +3,21 @@
 ``SUBMISSIONS/<student_id>/<assignment>/<notebook>.ipynb`` is nbgrader's submitted layout (what
 ``nbgrader collect`` or a download from the LMS gives, one folder per student). The result:
 
-* ``GRADES.csv``: one row per submission -- ``student_id, assignment, notebook, score, max_score, status, reason,
-  seconds`` (status: graded, blank, invalid, kernel_died, timeout, error; the reason says why points are missing);
+* ``GRADES.csv``: one row per submission -- ``student_id, assignment, notebook, score, max_score, late_penalty,
+  timestamp, status, reason, seconds`` (score after the late penalty; timestamp: the submission time from nbgrader's
+  ``timestamp.txt``, ISO in UTC, or empty; status: graded, blank, invalid, kernel_died, timeout, error; the reason
+  says why points are missing);
+* with ``--totals``: one row per student for the LMS (:func:`course_lib.grading.gradebook.write_totals`);
+* with a course gradebook (``--gradebook URL``, default ``<course-dir>/gradebook.db`` when it exists): due dates and
+  extensions are read from it -- each submission's throw-away gradebook gets them and its ``timestamp.txt``, so
+  nbgrader's ``AssignLatePenalties`` applies the course's ``LateSubmissionPlugin`` -- and every result is recorded
+  in it (:class:`course_lib.grading.gradebook.CourseGradebook`), the autograded notebooks copied to
+  ``--autograded`` (default ``<course-dir>/autograded``);
 * per-student feedback, ``FEEDBACK/<student_id>/<assignment>/<notebook>.html``, without the hidden tests;
 * ``GRADES.log``: nbgrader's log for submissions that could not be graded.
 
-Each submission is graded by nbgrader's Python API in a worker process (2 by default, ``--workers``), in its own
+Each submission is graded by nbgrader's Python API in a worker process (2 by default, ``--workers``; or Dask
+workers with ``--dask [tcp://host:port]``, :mod:`course_lib.grading.dask_pool`), in its own
 temporary copy of the course (masters + a gradebook built once per run), so one bad submission never stops the
 batch; ``course_lib.grading.steps`` repairs what students hand in and guards the test cells. The student's code
 runs in a kernel inside a bubblewrap sandbox (:mod:`course_lib.grading.sandbox`): it sees no course folder, gradebook,
