@@ -11,7 +11,7 @@ PYTEST_FLAGS ?=
 
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: help install lab test test-fast lint test-unit test-notebooks test-portability test-browser test-site site bench release grade \
+.PHONY: help install lab test test-fast lint test-unit test-notebooks test-portability test-browser test-site site bench release grade collect-lms \
 	student-dist sandbox-deps browser-deps notebooks clean
 
 help:
@@ -23,6 +23,7 @@ help:
 	@echo "make bench    course CNN step and each layer with course_lib vs torch.nn norms (ratios)"
 	@echo "make release  regenerate exercises/ from solutions/ (nbgrader)"
 	@echo "make grade SUBMISSIONS=dir GRADES=grades.csv   autograde a class (each notebook in a bubblewrap sandbox)"
+	@echo "make collect-lms ZIP=download.zip ASSIGNMENT=Q3   an LMS download into SUBMISSIONS (nbgrader zip_collect)"
 	@echo "make student-dist   what students receive: dist/normalization-course-student(.zip), no solutions"
 
 # torch first, from PyTorch's CPU index (requirements-torch.lock), then everything else; both files carry hashes.
@@ -91,11 +92,20 @@ release: install
 # feedback HTML in FEEDBACK (default: feedback/ next to GRADES), WORKERS grading processes in parallel.
 # Every notebook runs in a bubblewrap sandbox; without bubblewrap grading refuses unless NO_SANDBOX=1.
 # RESUME=1 keeps the rows already in GRADES (after an interrupted run) and grades the rest.
+# GRADEBOOK=url: the course's nbgrader gradebook (due dates in, results out; default gradebook.db if it exists),
+# TOTALS=totals.csv: one row per student for the LMS, DASK=1 (LocalCluster of WORKERS) or DASK=tcp://host:8786.
 GRADES ?= grades.csv
 WORKERS ?= 2
 grade: install sandbox-deps
-	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=dir GRADES=grades.csv [FEEDBACK=dir] [WORKERS=2] [RESUME=1] [NO_SANDBOX=1]"; exit 2; }
-	$(BIN)/python -m course_lib.grading.autograde "$(SUBMISSIONS)" "$(GRADES)" --workers $(WORKERS) $(if $(FEEDBACK),--feedback "$(FEEDBACK)",) $(if $(RESUME),--resume,) $(if $(NO_SANDBOX),--no-sandbox,)
+	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=dir GRADES=grades.csv [FEEDBACK=dir] [WORKERS=2] [RESUME=1] [NO_SANDBOX=1] [TOTALS=totals.csv] [GRADEBOOK=url] [DASK=1|tcp://host:port]"; exit 2; }
+	$(BIN)/python -m course_lib.grading.autograde "$(SUBMISSIONS)" "$(GRADES)" --workers $(WORKERS) $(if $(FEEDBACK),--feedback "$(FEEDBACK)",) $(if $(RESUME),--resume,) $(if $(NO_SANDBOX),--no-sandbox,) $(if $(TOTALS),--totals "$(TOTALS)",) $(if $(GRADEBOOK),--gradebook "$(GRADEBOOK)",) $(if $(DASK),$(if $(filter 1,$(DASK)),--dask,--dask="$(DASK)"),)
+
+# An LMS download (zip of <student>_<id>_<id>_<notebook>.ipynb) into SUBMISSIONS/<student>/<assignment>/ with
+# nbgrader zip_collect: make collect-lms ZIP=download.zip ASSIGNMENT=Q3 [SUBMISSIONS=submitted] [LMS=canvas|moodle]
+LMS ?= canvas
+collect-lms: install
+	@test -n "$(ZIP)" -a -n "$(ASSIGNMENT)" || { echo "usage: make collect-lms ZIP=download.zip ASSIGNMENT=Q3 [SUBMISSIONS=submitted] [LMS=canvas|moodle]"; exit 2; }
+	$(BIN)/python -m course_lib.grading.lms "$(ZIP)" "$(ASSIGNMENT)" --out "$(or $(SUBMISSIONS),submitted)" --lms $(LMS)
 
 # What students receive (instead of the repository, which holds solutions/): dist/normalization-course-student/
 # and the same as a .zip -- lecture notebooks, exercises, course_lib, a student README, both lock files, LICENSE.

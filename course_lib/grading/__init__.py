@@ -32,7 +32,9 @@ The package holds, besides these checks (what the exercise notebooks import as `
 * for instructors only (not shipped to students): :mod:`~course_lib.grading.autograde` (``make grade``: a class
   into a CSV), :mod:`~course_lib.grading.steps` (one notebook's way through nbgrader),
   :mod:`~course_lib.grading.sandbox` (bubblewrap around each graded kernel), :mod:`~course_lib.grading.release`
-  (``make release``), :mod:`~course_lib.grading.student_dist` (``make student-dist``).
+  (``make release``), :mod:`~course_lib.grading.student_dist` (``make student-dist``),
+  :mod:`~course_lib.grading.gradebook` (the course's gradebook: due dates in, results out; LMS totals),
+  :mod:`~course_lib.grading.dask_pool` (``--dask``), :mod:`~course_lib.grading.lms` (``make collect-lms``).
 """
 from course_lib.grading.checks import *  # noqa: F401,F403
 from course_lib.grading.checks import __all__ as _checks
