@@ -12,7 +12,7 @@ PYTEST_FLAGS ?=
 export OMP_NUM_THREADS ?= 1
 
 .PHONY: help install lab test test-fast lint test-unit test-notebooks test-portability test-browser test-site site bench release grade collect-lms \
-	student-dist sandbox-deps browser-deps notebooks clean
+	student-dist sandbox-deps browser-deps hub hub-deps notebooks clean
 
 help:
 	@echo "make lab      open the course in JupyterLab (creates .venv on first use)"
@@ -25,6 +25,7 @@ help:
 	@echo "make grade SUBMISSIONS=dir GRADES=grades.csv   autograde a class (each notebook in a bubblewrap sandbox)"
 	@echo "make collect-lms ZIP=download.zip ASSIGNMENT=Q3   an LMS download into SUBMISSIONS (nbgrader zip_collect)"
 	@echo "make student-dist   what students receive: dist/normalization-course-student(.zip), no solutions"
+	@echo "make hub     the class on a local JupyterHub (trial: demo accounts, shared password; README)"
 
 # torch first, from PyTorch's CPU index (requirements-torch.lock), then everything else; both files carry hashes.
 $(STAMP): requirements-torch.lock requirements.lock pyproject.toml
@@ -46,7 +47,7 @@ lab: install
 # nbval executes every cell of the lecture notebooks and of the exercise masters; tagged cells compare output.
 NBVAL_FLAGS := --nbval-lax --nbval-current-env --nbval-cell-timeout=300
 
-test: install browser-deps sandbox-deps lint
+test: install browser-deps sandbox-deps hub-deps lint
 	$(BIN)/python -m pytest tests notebooks solutions --ignore=tests/site $(NBVAL_FLAGS) $(PYTEST_FLAGS)
 
 # The edit loop: unit tests only (no notebooks, browser, grading pipeline, packaging), two processes.
@@ -54,7 +55,7 @@ test-fast: install
 	$(BIN)/python -m pytest tests -n 2 -m "not slow" --ignore=tests/browser --ignore=tests/site $(PYTEST_FLAGS)
 
 lint: install
-	$(BIN)/ruff check course_lib tests tools benchmarks site nbgrader_config.py
+	$(BIN)/ruff check course_lib tests tools benchmarks site deploy nbgrader_config.py
 
 test-notebooks: install
 	$(BIN)/python -m pytest notebooks solutions $(NBVAL_FLAGS) $(PYTEST_FLAGS)
@@ -143,6 +144,34 @@ browser-deps:
 		echo "NOTE: chromium not found; the browser test will be skipped. Install it with:"; \
 		echo "      sudo apt-get install chromium   (Debian/Ubuntu)"; \
 	fi
+
+# JupyterHub for the class: jupyterhub (pip, the `hub` extra of pyproject.toml) into the venv and JupyterHub's proxy,
+# configurable-http-proxy, from npm into deploy/jupyterhub/node_modules (pinned with hashes in package-lock.json).
+# Needs Node.js (Debian: apt-get install nodejs npm, done here as root).
+hub-deps: install
+	@$(BIN)/python -c 'import jupyterhub' 2>/dev/null || { echo "installing jupyterhub (pip)"; \
+		sed -n 's/^\([A-Za-z0-9_.-]*==[^ ;]*\).*/\1/p' requirements.lock > $(VENV)/.lock-constraints.txt && \
+		$(BIN)/python -m pip install --disable-pip-version-check -q -c $(VENV)/.lock-constraints.txt \
+			"$$(sed -n 's/^.*"\(jupyterhub[^"]*\)".*$$/\1/p' pyproject.toml | head -1)"; }
+	@if ! command -v npm >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Node.js for JupyterHub's proxy (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
+	fi
+	@if [ -x deploy/jupyterhub/node_modules/.bin/configurable-http-proxy ]; then \
+		true; \
+	elif command -v npm >/dev/null 2>&1; then \
+		echo "installing configurable-http-proxy (npm ci, deploy/jupyterhub/node_modules)"; \
+		npm ci --prefix deploy/jupyterhub --no-audit --no-fund --loglevel=error; \
+	else \
+		echo "NOTE: npm not found: the hub needs configurable-http-proxy. Install Node.js (sudo apt-get install nodejs npm)"; \
+		echo "      and run make hub-deps again; the hub test will be skipped."; \
+	fi
+
+# The class on a local JupyterHub, 127.0.0.1:HUB_PORT: instructor + student1..3, one shared demo password.
+# FOR A TRIAL ONLY (every server runs as you; see deploy/jupyterhub/jupyterhub_config.py). State in .hub/.
+HUB_PORT ?= 8000
+hub: hub-deps
+	$(BIN)/python deploy/jupyterhub/launch.py --port $(HUB_PORT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache artifacts
