@@ -46,6 +46,11 @@ c.Autograde.autograde_preprocessors = [
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
 
+# Late work (a submission's timestamp.txt after the assignment's due date in the course gradebook, plus any
+# extension recorded there) scores 0: nbgrader's LateSubmissionPlugin. "none" only records the lateness (the
+# grades CSV shows it); another policy is a plugin class in c.AssignLatePenalties.plugin_class.
+c.LateSubmissionPlugin.penalty_method = "zero"
+
 # Feedback never shows hidden tests (nbgrader's default feedback does: the graded copy holds them).
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",

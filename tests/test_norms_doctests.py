@@ -20,7 +20,10 @@ def test_examples_run(module):
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples of {module.__name__} failed"
 
 
-@pytest.mark.parametrize("name", [n for n in course_lib.norms.__all__ if isinstance(getattr(course_lib.norms, n), type)])
+CLASSES = [n for n in course_lib.norms.__all__ if isinstance(getattr(course_lib.norms, n), type)]
+
+
+@pytest.mark.parametrize("name", CLASSES)
 def test_every_public_class_documents_shape_and_example(name):
     doc = inspect.getdoc(getattr(course_lib.norms, name)) or ""
     assert "Shape:" in doc and "Example:" in doc and ">>> " in doc, f"{name}: missing Shape:/Example: section"
