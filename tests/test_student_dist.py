@@ -33,6 +33,11 @@ def secret_regions() -> list[tuple[str, str, list[str]]]:
     for assignment in S.assignments():
         released = {line.strip() for cell in S.blank(assignment).cells for line in cell.source.splitlines()}
         for cell in nbformat.read(S.notebook_path(S.SOLUTIONS, assignment), as_version=4).cells:
+            if cell.cell_type == "markdown" and cell.metadata.get("nbgrader", {}).get("solution"):
+                # a written answer: the whole cell (model answer and rubric) is the instructor's
+                found.append((assignment, "WRITTEN ANSWER", [line.strip() for line in cell.source.splitlines()
+                                                             if line.strip() and line.strip() not in released]))
+                continue
             for kind in ("SOLUTION", "HIDDEN TESTS"):
                 lines = [line for line in regions(cell.source, f"BEGIN {kind}", f"END {kind}")
                          if line and not line.startswith("#") and line not in released]
