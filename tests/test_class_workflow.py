@@ -101,10 +101,10 @@ def test_totals_give_every_student_every_assignment(tmp_path):
     assert not list(tmp_path.glob(".*partial")), "the totals are written through a renamed temporary file"
 
 
-def test_max_scores_are_the_masters_points():
+def test_max_scores_are_the_masters_autograded_points():
     scores = assignment_max_scores(find_assignments(REPO / "solutions"))
     assert scores["Q3"] == 13.0 and len(scores) == 9
-    assert sum(scores.values()) == 87.0, "README: 87 points in all"
+    assert sum(scores.values()) == 87.0, "README: 87 autograded points in all (and 36 for written answers)"
 
 
 def _die_on_bob(job):
@@ -161,6 +161,9 @@ def test_a_class_with_a_late_submission_locally_and_on_dask(tmp_path):
     by_key = {(r["student_id"], r["assignment"]): r for r in rows}
     assert set(by_key) == set(CLASS), sorted(by_key)
     full = {a: float(by_key["alice", a]["max_score"]) for a in ("Q1", "Q2")}
+    hand = {a: float(by_key["alice", a]["hand_graded_points"]) for a in ("Q1", "Q2")}
+    assert hand == {"Q1": 4.0, "Q2": 4.0}, "two written answers of 2 points each, graded by hand"
+    assert "written answers (4 points) to grade by hand" in by_key["alice", "Q1"]["reason"]
     assert float(by_key["alice", "Q1"]["score"]) == full["Q1"] and float(by_key["alice", "Q2"]["score"]) == full["Q2"]
     assert by_key["alice", "Q2"]["timestamp"] == "2026-12-01T16:59:00+00:00"
     assert float(by_key["alice", "Q2"]["late_penalty"]) == 0.0
@@ -174,10 +177,10 @@ def test_a_class_with_a_late_submission_locally_and_on_dask(tmp_path):
     totals_columns, totals = read_csv(tmp_path / "local" / "totals.csv")
     assert totals_columns == ["student_id", "Q1", "Q2", "total", "max_total"]
     by_student = {t["student_id"]: t for t in totals}
-    assert float(by_student["alice"]["total"]) == full["Q1"] + full["Q2"]
+    assert float(by_student["alice"]["total"]) == full["Q1"] + full["Q2"], "written answers not graded yet: 0"
     assert float(by_student["carol"]["Q2"]) == 0.0, "a missing submission counts 0"
     assert float(by_student["bob"]["total"]) == stub_score
-    assert {float(t["max_total"]) for t in totals} == {full["Q1"] + full["Q2"]}
+    assert {float(t["max_total"]) for t in totals} == {full["Q1"] + full["Q2"] + hand["Q1"] + hand["Q2"]}
 
     # the course gradebook holds what nbgrader's formgrader and export read
     from nbgrader.api import Gradebook
@@ -225,6 +228,19 @@ def test_a_class_with_a_late_submission_locally_and_on_dask(tmp_path):
     resumed = grade(course, tmp_path / "submitted", tmp_path / "local", "--resume")
     assert f"{len(CLASS)} submission(s) already in" in resumed.stdout and read_csv(tmp_path / "local" / "grades.csv")[1]
     assert read_csv(tmp_path / "local" / "totals.csv")[1] == totals
+
+    # a written answer graded by hand (what formgrader stores) reaches the totals of the next run
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        grade_ids = [g.name for g in gb.find_submission_notebook(notebook, "Q2", "alice").grades]
+        written = [g for g in grade_ids if g.startswith("written-")]
+        assert len(written) == 2, grade_ids
+        gb.find_grade(written[0], notebook, "Q2", "alice").manual_score = 1.5
+        gb.db.commit()
+    grade(course, tmp_path / "submitted", tmp_path / "local", "--resume")
+    after = {t["student_id"]: t for t in read_csv(tmp_path / "local" / "totals.csv")[1]}
+    assert float(after["alice"]["Q2"]) == full["Q2"] + 1.5, after["alice"]
+    assert float(after["alice"]["total"]) == full["Q1"] + full["Q2"] + 1.5
+    assert after["bob"] == by_student["bob"], "other students' totals do not move"
 
 
 # ------------------------------------------------------------------------------------------------ LMS downloads

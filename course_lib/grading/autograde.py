@@ -52,8 +52,8 @@ from course_lib.grading.release import build_course, find_assignments, load_cour
 
 __all__ = ["Submission", "find_submissions", "grade_class", "main", "CSV_COLUMNS"]
 
-CSV_COLUMNS = ["student_id", "assignment", "notebook", "score", "max_score", "late_penalty", "timestamp", "status",
-               "reason", "seconds"]
+CSV_COLUMNS = ["student_id", "assignment", "notebook", "score", "max_score", "hand_graded_points", "late_penalty",
+               "timestamp", "status", "reason", "seconds"]
 _OLD_CSV_COLUMNS = ["student_id", "assignment", "notebook", "score", "max_score", "status", "reason", "seconds"]
 SUBMISSION_FILES = ("timestamp.txt", "submission_secret.txt")  # what nbgrader's submit/collect put next to notebooks
 _INTERNAL_STUDENT = "student"  # every submission is graded alone, under this id, in its own course copy
@@ -169,10 +169,13 @@ class _Job:
 
 
 def _row(sub: Submission, score: float, max_score: float, status: str, reason: str, seconds: float, *,
-         late_penalty: float = 0.0, timestamp: str = "") -> dict:
-    """A CSV row; ``score`` is after the late penalty (nbgrader's ``score - late_submission_penalty``)."""
+         late_penalty: float = 0.0, timestamp: str = "", hand_graded: float = 0.0) -> dict:
+    """A CSV row; ``score`` and ``max_score`` count the autograded cells, ``score`` after the late penalty
+    (nbgrader's ``score - late_submission_penalty``); ``hand_graded_points``: the points of the written answers,
+    graded by hand in formgrader (they reach the course gradebook and the totals, not this row)."""
     return {"student_id": sub.student_id, "assignment": sub.assignment, "notebook": sub.notebook,
-            "score": round(score, 4), "max_score": round(max_score, 4), "late_penalty": round(late_penalty, 4),
+            "score": round(score, 4), "max_score": round(max_score, 4), "hand_graded_points": round(hand_graded, 4),
+            "late_penalty": round(late_penalty, 4),
             "timestamp": timestamp, "status": status, "reason": reason, "seconds": round(seconds, 1)}
 
 
@@ -201,14 +204,29 @@ def iso_timestamp(value) -> str:
     return moment.astimezone(datetime.timezone.utc).isoformat()
 
 
+def _is_hand_graded(grade_cell) -> bool:
+    """A written answer: a graded markdown cell, which nbgrader never scores (formgrader does, by hand)."""
+    return grade_cell.cell_type == "markdown"
+
+
+def _max_scores(notebook) -> tuple[float, float]:
+    """``(autograded points, hand-graded points)`` of a gradebook notebook."""
+    hand = sum(float(c.max_score) for c in notebook.grade_cells if _is_hand_graded(c))
+    return float(notebook.max_score) - hand, hand
+
+
 def _graded_result(gradebook, assignment: str, notebook: str) -> dict:
-    """What nbgrader recorded for the graded notebook: raw score, max score, late penalty, submission time,
-    failed test cells (``"grade_id (0/2)"``), and each cell's grade for the course's gradebook."""
+    """What nbgrader recorded for the graded notebook: autograded score and max score (written answers apart, as
+    ``hand_graded``), late penalty, submission time, failed test cells (``"grade_id (0/2)"``), and each cell's
+    grade for the course's gradebook."""
     nb = gradebook.find_submission_notebook(notebook, assignment, _INTERNAL_STUDENT)
-    failed = [f"{g.name} ({g.score:g}/{g.max_score:g})" for g in nb.grades if (g.score or 0) < g.max_score]
+    auto = [g for g in nb.grades if not _is_hand_graded(g.cell)]
+    failed = [f"{g.name} ({g.score:g}/{g.max_score:g})" for g in auto if (g.score or 0) < g.max_score]
     grades = [{"name": g.name, "auto_score": g.auto_score, "needs_manual_grade": bool(g.needs_manual_grade)}
               for g in nb.grades]
-    return {"score": float(nb.score or 0.0), "max_score": float(nb.max_score), "failed": failed, "grades": grades,
+    max_score, hand_graded = _max_scores(nb.notebook)
+    return {"score": float(sum(g.score or 0.0 for g in auto)), "max_score": max_score, "hand_graded": hand_graded,
+            "failed": failed, "grades": grades,
             "late_penalty": float(nb.late_submission_penalty or 0.0),
             "timestamp": iso_timestamp(nb.assignment.timestamp), "seconds_late": nb.assignment.total_seconds_late}
 
@@ -278,13 +296,13 @@ def _grade_in_course(job: _Job, root: Path, log_lines: list[str], record: dict) 
     config = _course_config(job, root)
     _set_due_date(job, config.CourseDirectory.db_url)
     with Gradebook(config.CourseDirectory.db_url) as gradebook:
-        max_score = float(gradebook.find_notebook(sub.notebook, sub.assignment).max_score)
+        max_score, hand_graded = _max_scores(gradebook.find_notebook(sub.notebook, sub.assignment))
     release = nbformat.read(root / "release" / sub.assignment / f"{sub.notebook}.ipynb", as_version=4)
     try:
         repaired = repair_submission(Path(sub.path).read_bytes(), release)
     except InvalidSubmission as error:
         return _row(sub, 0, max_score, "invalid", f"not gradable: {error}", time.monotonic() - started,
-                    timestamp=iso_timestamp(sub.timestamp))
+                    timestamp=iso_timestamp(sub.timestamp), hand_graded=hand_graded)
     target = root / "submitted" / _INTERNAL_STUDENT / sub.assignment / f"{sub.notebook}.ipynb"
     target.parent.mkdir(parents=True)
     nbformat.write(repaired.notebook, target)
@@ -302,7 +320,7 @@ def _grade_in_course(job: _Job, root: Path, log_lines: list[str], record: dict) 
             last = (result.get("error") or "").strip().splitlines()
             reason = f"nbgrader could not grade it: {last[-1] if last else 'unknown error'}"
         return _row(sub, 0, max_score, report.status or "error", "; ".join([reason] + notes),
-                    time.monotonic() - started, timestamp=iso_timestamp(sub.timestamp))
+                    time.monotonic() - started, timestamp=iso_timestamp(sub.timestamp), hand_graded=hand_graded)
 
     with Gradebook(config.CourseDirectory.db_url) as gradebook:
         result = _graded_result(gradebook, sub.assignment, sub.notebook)
@@ -311,6 +329,8 @@ def _grade_in_course(job: _Job, root: Path, log_lines: list[str], record: dict) 
         status, reason = "blank", "no answer: every solution cell is as released"
     else:
         status, reason = "graded", ("all tests passed" if not failed else f"failed: {', '.join(failed)}")
+    if result["hand_graded"]:
+        notes.append(f"written answers ({result['hand_graded']:g} points) to grade by hand in formgrader")
     if result["seconds_late"] > 0:
         notes.append(f"late by {_duration(result['seconds_late'])}: penalty {penalty:g} (of {score:g})")
     feedback = api.generate_feedback(sub.assignment, _INTERNAL_STUDENT, force=True)
@@ -327,7 +347,7 @@ def _grade_in_course(job: _Job, root: Path, log_lines: list[str], record: dict) 
                     [f"{sub.notebook}.ipynb", *SUBMISSION_FILES])
     record.update(result)
     return _row(sub, score - penalty, max_score, status, "; ".join([reason] + notes), time.monotonic() - started,
-                late_penalty=penalty, timestamp=result["timestamp"])
+                late_penalty=penalty, timestamp=result["timestamp"], hand_graded=result["hand_graded"])
 
 
 def _duration(seconds: float) -> str:
@@ -583,7 +603,10 @@ def grade_class(course_dir: Path, submissions: Path, grades_csv: Path, feedback_
     rows.sort(key=lambda r: (r["student_id"], r["assignment"], r["notebook"]))
     _write_csv(grades_csv, rows)
     if totals is not None:
-        course_gradebook.write_totals(totals, rows, course_gradebook.assignment_max_scores(masters))
+        if gradebook:  # the written answers graded by hand live there, beside the autograded scores
+            course_gradebook.write_gradebook_totals(totals, gradebook, course_id, rows)
+        else:
+            course_gradebook.write_totals(totals, rows, course_gradebook.assignment_max_scores(masters))
     if logs:
         with log_path.open("a" if resume else "w", encoding="utf-8") as handle:
             handle.write("\n".join(logs))

@@ -21,7 +21,7 @@ from pathlib import Path
 import nbformat
 
 __all__ = ["course_gradebook_url", "read_due_dates", "CourseGradebook", "assignment_max_scores", "write_totals",
-           "TOTALS_FIXED_COLUMNS"]
+           "write_gradebook_totals", "TOTALS_FIXED_COLUMNS"]
 
 TOTALS_FIXED_COLUMNS = ["student_id", "total", "max_total"]  # the assignments' columns come between
 
@@ -131,12 +131,13 @@ class CourseGradebook:
 
 
 def assignment_max_scores(masters: dict[str, Path]) -> dict[str, float]:
-    """``{assignment: points}``: the sum of the ``points`` of the master's graded cells (what nbgrader records)."""
+    """``{assignment: points}``: the sum of the ``points`` of the master's *autograded* cells (graded code cells;
+    the written answers, graded markdown cells, are scored by hand and reach only the course gradebook)."""
     scores = {}
     for assignment, path in masters.items():
         cells = nbformat.read(path, as_version=4).cells
         scores[assignment] = float(sum(float(c.metadata.get("nbgrader", {}).get("points", 0) or 0) for c in cells
-                                       if c.metadata.get("nbgrader", {}).get("grade")))
+                                       if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code"))
     return scores
 
 
@@ -145,15 +146,45 @@ def _number(value: float) -> str:
 
 
 def write_totals(path: Path, rows: list[dict], max_scores: dict[str, float]) -> list[dict]:
-    """Write the LMS table atomically and return its rows: ``student_id``, one column per assignment that has at
-    least one row in ``rows`` (the sum of its notebooks' scores, after penalty; 0 when the student has no
-    submission for it), ``total`` and ``max_total`` (the sum of those assignments' points)."""
+    """Write the LMS table from the grades CSV's ``rows`` and return its rows: ``student_id``, one column per
+    assignment that has at least one row in ``rows`` (the sum of its notebooks' autograded scores, after penalty; 0
+    when the student has no submission for it), ``total`` and ``max_total`` (the sum of those assignments'
+    autograded points: without a course gradebook, written answers are not in the totals)."""
     assignments = sorted({r["assignment"] for r in rows if r["assignment"] in max_scores})
     students = sorted({r["student_id"] for r in rows})
     scores = {(s, a): 0.0 for s in students for a in assignments}
     for row in rows:
         if row["assignment"] in max_scores:
             scores[row["student_id"], row["assignment"]] += float(row["score"])
+    return _write_table(path, students, assignments, scores, {a: max_scores[a] for a in assignments})
+
+
+def write_gradebook_totals(path: Path, url: str, course_id: str, rows: list[dict]) -> list[dict]:
+    """The LMS table from the course gradebook, for the students and assignments of ``rows``: each score as
+    ``nbgrader export`` computes it -- autograded and hand-graded cells (formgrader), minus the late penalty, at
+    least 0; 0 without a submission -- and ``max_total`` with the written answers' points."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    students = sorted({r["student_id"] for r in rows})
+    scores, max_scores = {}, {}
+    with Gradebook(url, course_id) as gradebook:
+        for assignment in sorted({r["assignment"] for r in rows}):
+            try:
+                max_scores[assignment] = float(gradebook.find_assignment(assignment).max_score)
+            except MissingEntry:  # an unknown assignment folder: nothing to count
+                continue
+            for student in students:
+                try:
+                    submission = gradebook.find_submission(assignment, student)
+                except MissingEntry:
+                    scores[student, assignment] = 0.0
+                else:
+                    penalty = submission.late_submission_penalty or 0.0
+                    scores[student, assignment] = max(0.0, float(submission.score) - penalty)
+    return _write_table(path, students, sorted(max_scores), scores, max_scores)
+
+
+def _write_table(path: Path, students: list[str], assignments: list[str], scores: dict, max_scores: dict) -> list:
     max_total = sum(max_scores[a] for a in assignments)
     table = []
     for student in students:
