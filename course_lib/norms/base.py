@@ -46,6 +46,17 @@ class _Norm(nn.Module):
             init.zeros_(self.bias)
 
 
+def _public_layers() -> dict[str, type]:
+    """``{name: class}`` of course_lib's public layers (the ``_Norm`` subclasses that ``course_lib.norms`` exports)."""
+    found, stack = {}, [_Norm]
+    while stack:
+        for sub in stack.pop().__subclasses__():
+            stack.append(sub)
+            if sub.__module__ == "course_lib.norms":
+                found[sub.__name__] = sub
+    return found
+
+
 def reduce_dims_of(layer: nn.Module, ndim: int) -> tuple[int, ...] | None:
     """The axes of a batched ``ndim``-axis input over which ``layer`` computes one mean and variance.
 
@@ -58,13 +69,9 @@ def reduce_dims_of(layer: nn.Module, ndim: int) -> tuple[int, ...] | None:
         >>> reduce_dims_of(nn.BatchNorm2d(3), 4), reduce_dims_of(nn.LayerNorm((5, 6)), 4)
         ((0, 2, 3), (2, 3))
     """
-    twin = type(layer)
-    if not issubclass(twin, _Norm):
-        import course_lib.norms
-
-        twin = getattr(course_lib.norms, type(layer).__name__, None)
-        if not (isinstance(twin, type) and issubclass(twin, _Norm)):
-            return None
+    twin = type(layer) if isinstance(layer, _Norm) else _public_layers().get(type(layer).__name__)
+    if twin is None:
+        return None
     if twin._stats_shape is not _Norm._stats_shape:
         return None
     return twin.reduce_dims(layer, ndim)
