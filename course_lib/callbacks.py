@@ -73,7 +73,7 @@ class _MetricSums:
 class Metrics(Callback):
     """``learn.metrics`` per epoch: ``epoch``, then ``train_loss``/``train_accuracy`` (averaged over the training
     batches while the weights move) and ``valid_loss``/``valid_accuracy``. Sample-weighted means over each pass
-    (accuracy: argmax of class scores ``(N, classes)`` vs labels ``(N,)``), what :func:`evaluate` computes."""
+    (accuracy: argmax of class scores ``(N, classes)`` vs labels ``(N,)``), as :func:`course_lib.training.evaluate`."""
 
     order = -10  # before the callbacks that read learn.metrics
 
