@@ -97,7 +97,12 @@ class Metrics(Callback):
 
 
 class ProgressBar(Callback):
-    """``tqdm.auto`` bars over the epochs and over the batches of each pass; prints each epoch's metrics."""
+    """``tqdm.auto`` bars over the epochs and over the batches of each pass; prints each epoch's metrics.
+
+    The bars are advanced by hand and never wrap the data loaders: ``tqdm.auto`` calls ``iter()`` on what it wraps,
+    and every DataLoader iterator draws from the global random generator -- the progress bar would change the
+    batch order (and the results) of the training it reports on.
+    """
 
     order = 90  # last: the epoch's metrics are complete
 
@@ -105,12 +110,15 @@ class ProgressBar(Callback):
         self.epochs = self.batches = None
 
     def before_fit(self, learn: Learner) -> None:
-        learn.epochs = self.epochs = tqdm(learn.epochs, desc="epoch")
+        self.epochs = tqdm(total=learn.n_epochs, desc="epoch")
 
     def before_train(self, learn: Learner) -> None:
-        learn.dl = self.batches = tqdm(learn.dl, desc="train" if learn.training else "validate", leave=False)
+        self.batches = tqdm(total=len(learn.dl), desc="train" if learn.training else "validate", leave=False)
 
     before_validate = before_train
+
+    def after_batch(self, learn: Learner) -> None:
+        self.batches.update()
 
     def cleanup_train(self, learn: Learner) -> None:
         if self.batches is not None:
@@ -119,6 +127,7 @@ class ProgressBar(Callback):
     cleanup_validate = cleanup_train
 
     def after_epoch(self, learn: Learner) -> None:
+        self.epochs.update()
         self.epochs.write("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                     for k, v in learn.metrics.items()))
 

@@ -108,7 +108,7 @@ class Learner:
         self.add_cbs(cbs)
         self.n_epochs, self.lr = n_epochs, self.lr if lr is None else lr
         self.opt = self.opt_func(self.model.parameters(), lr=self.lr)
-        self.epochs, self.metrics = range(n_epochs), {}
+        self.metrics = {}
         self.n_train_iters, self.train_iter = n_epochs * len(self.data.train), 0
         try:
             self._stage("fit", self._all_epochs)
@@ -117,7 +117,7 @@ class Learner:
         return self.metrics
 
     def _all_epochs(self) -> None:
-        for self.epoch in self.epochs:
+        for self.epoch in range(self.n_epochs):
             self._stage("epoch", self._one_epoch)
 
     def _one_epoch(self) -> None:

@@ -227,6 +227,17 @@ def test_progress_bars_can_be_switched_off(capsys):
     assert capsys.readouterr() == ("", "")
 
 
+def test_the_progress_bar_does_not_change_the_batch_order():
+    """tqdm.auto calls iter() on what it wraps; a DataLoader iterator draws from the global generator."""
+    losses = []
+    for progress in (False, True):
+        set_seed(3)
+        learn = Learner(tiny_model(), tiny_data(), progress=progress)
+        learn.fit(2)
+        losses.append(learn.recorder.losses)
+    assert losses[0] == losses[1]
+
+
 def test_fit_argument_errors():
     learn = Learner(tiny_model(), tiny_data(), progress=False)
     with pytest.raises(ValueError, match="expected n_epochs >= 1, got 0"):
