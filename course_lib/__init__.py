@@ -7,7 +7,9 @@ One concept per module:
 * ``stats`` -- streaming statistics (EMA, cumulative average, Welford/Chan, EMA noise);
 * ``seed`` -- the one seed knob (``COURSE_SEED``) and distributions over seeds;
 * ``data`` -- offline digits data set and loaders; ``models`` -- the CNN that takes any norm;
-* ``training`` -- a small Learner with callbacks, schedules, recalibration; ``hooks`` -- activation statistics;
+* ``training`` -- a small Learner, schedules, recalibration; ``callbacks`` -- metrics, recorder, progress,
+  schedulers; ``hooks`` -- activation statistics;
+* ``experiments`` -- the experiments behind Q1's and Q8's explorers, as pure functions;
 * ``plots`` -- figures; ``widgets`` -- ipywidgets explorers; ``quiz`` -- self-check questions of the notebooks;
 * ``grading`` -- a subpackage: the checks inside the exercises (``checks``, ``layers``) and the from-scratch gate
   (``from_scratch``), the in-kernel ``guard``; for instructors ``autograde`` (``make grade``), ``steps`` (one notebook

@@ -7,20 +7,19 @@ exception leaves it.
 
 :class:`ActivationStats` records, for each given module and each forward call ``k``, the mean and standard
 deviation of the module's output (``stats.means[i][k]``, ``stats.stds[i][k]``), and optionally a histogram
-over fixed bins (``torch.histc``) and the fraction of near-zero outputs. It writes into preallocated tensors
-instead of calling ``.item()`` per call, and it is also a :class:`course_lib.training.Callback` (taught in Q3;
-plots in :mod:`course_lib.plots`; cost measured by ``benchmarks/hooks.py``).
+over fixed bins (``torch.histc``) and the fraction of near-zero outputs. Its hook is a few lines (after fastai's
+``append_stats``); it is also a :class:`course_lib.callbacks.Callback` (taught in Q3; plots in
+:mod:`course_lib.plots`; its cost per training step is measured by ``benchmarks/hooks.py``).
 """
 from __future__ import annotations
 
 import functools
-from array import array
 from typing import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
 
-from .training import Callback
+from .callbacks import Callback
 
 __all__ = ["Hook", "Hooks", "ActivationStats", "find_modules"]
 
@@ -105,19 +104,20 @@ class ActivationStats(Callback):
     r"""Per module ``i`` and forward call ``k``: mean, std (and optionally histogram, near-zero fraction) of the output.
 
     Args:
-        modules: a module or an iterable of modules (e.g. ``find_modules(model, ConvLayer)``); hooks are
+        modules: a module or an iterable of distinct modules (e.g. ``find_modules(model, ConvLayer)``); hooks are
             registered at construction.
         bins: number of histogram bins over ``hist_range`` (``None``: no histogram). Values outside the range
             are not counted (``torch.histc``).
         near_zero: record the fraction of outputs with ``|x| <= near_zero`` (``None``: do not).
         record_validation: as a Learner callback, also record during validation passes (default: training only).
 
-    Read: ``means[i]``, ``stds[i]`` (1-D tensors over calls; ``float(stats.means[i][k])``), ``hists[i]``
+    Read: ``means[i]``, ``stds[i]`` (1-D float64 tensors over calls; ``float(stats.means[i][k])``), ``hists[i]``
     ``(calls, bins)``, ``near_zero_fractions[i]``. The std is the unbiased one of ``torch.std``:
-    :math:`\sqrt{\sum (x - \bar x)^2 / (n - 1)}` over all ``n`` elements of the output, computed in two passes.
+    :math:`\sqrt{\sum (x - \bar x)^2 / (n - 1)}` over all ``n`` elements of the output, computed in two passes
+    (never :math:`E[x^2] - E[x]^2`).
 
     As a context manager the hooks are removed at the end of the ``with`` block. As a Learner callback they
-    are (re-)registered at ``before_fit`` and removed at ``after_fit``, which runs even if training fails.
+    are (re-)registered at ``before_fit`` and removed at ``cleanup_fit``, which runs even if training fails.
     """
 
     def __init__(self, modules: nn.Module | Iterable[nn.Module], bins: int | None = None,
@@ -126,6 +126,8 @@ class ActivationStats(Callback):
         self.modules = [modules] if isinstance(modules, nn.Module) else list(modules)
         if not self.modules:
             raise ValueError("expected at least one module to record, got none")
+        if len(set(map(id, self.modules))) != len(self.modules):
+            raise ValueError(f"expected distinct modules, got {len(self.modules)} with repeats")
         if bins is not None and bins < 1:
             raise ValueError(f"expected bins >= 1 or None, got {bins}")
         if near_zero is not None and not near_zero > 0:
@@ -133,99 +135,35 @@ class ActivationStats(Callback):
         if hist_range[0] >= hist_range[1]:
             raise ValueError(f"expected hist_range (low, high) with low < high, got {hist_range}")
         self.bins, self.hist_range, self.near_zero = bins, (float(hist_range[0]), float(hist_range[1])), near_zero
-        self.record_validation, self.paused = record_validation, False
-        self.hooks: list[Hook] | None = None
+        self.record_validation, self.paused, self.hooks = record_validation, False, None
         self.reset()
         self.register()
 
-    # --- recording -------------------------------------------------------------------------------------
-    # A hook runs inside the forward pass, where every tensor operation costs microseconds of dispatch.
-    # A call does: mean, x - mean into a reusable buffer, square and sum it (two passes, never
-    # E[x^2] - E[x]^2), each result written with out= straight into preallocated storage: no .item(), no
-    # synchronization, no fresh output-sized temporary and no small tensor kept alive per call (those
-    # fragment the heap and cost page faults in every later step).
-    INITIAL_CAPACITY = 256  # calls per module; doubled when full
-
     def reset(self) -> None:
         """Forget every record (the hooks stay as they are)."""
-        registered = getattr(self, "hooks", None) is not None
-        self.remove()
-        n = len(self.modules)
-        self._store = [self._new_store(self.INITIAL_CAPACITY, torch.float32) for _ in range(n)]
-        self._sizes = [array("q") for _ in range(n)]  # elements per call (raw int64s, no Python objects)
-        self._scratch: list[dict] = [{} for _ in range(n)]  # per output shape: x - mean buffer, reduced dims
-        if registered:
-            self.register()
+        self.records = {m: {"mean": [], "std": [], "hist": [], "near": []} for m in self.modules}
 
-    def _new_store(self, capacity: int, dtype: torch.dtype) -> dict[str, Tensor]:
-        store = {"mean": torch.zeros(capacity, dtype=dtype), "m2": torch.zeros(capacity, dtype=dtype)}
+    def _record(self, hook: Hook, module: nn.Module, inputs, output) -> None:
+        """The forward hook: 0-d tensors appended per call (no ``.item()``: the hook never waits for a device)."""
+        if self.paused:
+            return
+        x, rec = (output if isinstance(output, Tensor) else output[0]).detach(), self.records[module]
+        rec["mean"].append(x.mean())
+        rec["std"].append(x.std())
         if self.bins:
-            store["hist"] = torch.zeros(capacity, self.bins, dtype=dtype)
+            rec["hist"].append(torch.histc(x, self.bins, *self.hist_range))
         if self.near_zero is not None:
-            store["near"] = torch.zeros(capacity, dtype=dtype)
-        return store
-
-    def _resize_store(self, i: int, dtype: torch.dtype) -> None:
-        """Double the storage of module ``i`` when full, or convert it to the dtype of a new output, in place."""
-        store, calls = self._store[i], len(self._sizes[i])
-        capacity = 2 * len(store["mean"]) if calls == len(store["mean"]) else len(store["mean"])
-        for name, new in self._new_store(capacity, dtype).items():
-            new[:calls] = store[name][:calls]
-            store[name] = new
-
-    def _recorder(self, i: int) -> Callable:
-        """The hook of module ``i``: everything it needs is bound once, so a call does little Python work."""
-        store, sizes, scratch = self._store[i], self._sizes[i], self._scratch[i]
-        bins, (low, high), near_zero = self.bins, self.hist_range, self.near_zero
-
-        def record(hook: Hook, module: nn.Module, inputs, output) -> None:
-            if self.paused:
-                return
-            x = (output if isinstance(output, Tensor) else output[0]).detach()
-            key = (x.shape, x.dtype)
-            if key not in scratch:  # first output of this shape: a reusable buffer, storage of its dtype
-                scratch[key] = (torch.empty_like(x, memory_format=torch.contiguous_format), tuple(range(x.dim())))
-                if x.dtype != store["mean"].dtype:
-                    self._resize_store(i, x.dtype)
-            deviation, dims = scratch[key]
-            k = len(sizes)
-            if k == len(store["mean"]):
-                self._resize_store(i, x.dtype)
-            mean = store["mean"][k]
-            torch.mean(x, dims, out=mean)
-            torch.sum(torch.sub(x, mean, out=deviation).square_(), dims, out=store["m2"][k])
-            if bins:
-                torch.histc(x, bins, low, high, out=store["hist"][k])
-            if near_zero is not None:  # number of |x| <= near_zero, as a one-bin histogram of |x|
-                torch.histc(torch.abs(x, out=deviation), 1, 0.0, near_zero, out=store["near"][k:k + 1])
-            sizes.append(x.numel())
-        return record
-
-    def _recorded(self, name: str, i: int) -> Tensor:
-        """Records of ``name`` for module ``i`` as float64, one entry per call."""
-        return self._store[i][name][:len(self._sizes[i])].double()
-
-    def _count(self, i: int) -> Tensor:
-        return torch.tensor(self._sizes[i].tolist(), dtype=torch.float64)
+            rec["near"].append((x.abs() <= self.near_zero).float().mean())
 
     def register(self) -> None:
         """(Re-)register the hooks if they are not registered."""
         if self.hooks is None:
-            hooks: list[Hook] = []
-            try:
-                for i, module in enumerate(self.modules):
-                    hooks.append(Hook(module, self._recorder(i)))
-            except BaseException:
-                for hook in hooks:
-                    hook.remove()
-                raise
-            self.hooks = hooks
+            self.hooks = Hooks(self.modules, self._record)
 
     def remove(self) -> None:
         """Remove the hooks; the records stay readable."""
-        if getattr(self, "hooks", None) is not None:
-            for hook in self.hooks:
-                hook.remove()
+        if self.hooks is not None:
+            self.hooks.remove()
             self.hooks = None
 
     def __enter__(self) -> "ActivationStats":
@@ -236,36 +174,41 @@ class ActivationStats(Callback):
         self.remove()
 
     # --- Learner callback events -----------------------------------------------------------------------
-    def before_fit(self) -> None:
+    def before_fit(self, learn) -> None:
         self.register()
 
-    def after_fit(self) -> None:
+    def cleanup_fit(self, learn) -> None:
         self.remove()
 
-    def before_validate(self) -> None:
+    def before_validate(self, learn) -> None:
         self.paused = not self.record_validation
 
-    def after_validate(self) -> None:
+    def after_validate(self, learn) -> None:
         self.paused = False
 
     # --- reading ---------------------------------------------------------------------------------------
+    def _read(self, name: str, shape: tuple[int, ...] = ()) -> list[Tensor]:
+        """Records of ``name`` per module as float64 tensors ``(calls, *shape)``."""
+        return [torch.stack(rec[name]).double() if rec[name] else torch.zeros(0, *shape, dtype=torch.float64)
+                for rec in self.records.values()]
+
     @property
     def n_calls(self) -> list[int]:
-        return [len(s) for s in self._sizes]
+        return [len(rec["mean"]) for rec in self.records.values()]
 
     @property
     def means(self) -> list[Tensor]:
-        return [self._recorded("mean", i) for i in range(len(self.modules))]
+        return self._read("mean")
 
     @property
     def stds(self) -> list[Tensor]:
-        return [(self._recorded("m2", i) / (self._count(i) - 1)).sqrt() for i in range(len(self.modules))]
+        return self._read("std")
 
     @property
     def hists(self) -> list[Tensor]:
         if not self.bins:
             raise ValueError("expected ActivationStats(..., bins=<int>) to record histograms, got bins=None")
-        return [self._recorded("hist", i) for i in range(len(self.modules))]
+        return self._read("hist", (self.bins,))
 
     @property
     def bin_edges(self) -> Tensor:
@@ -277,4 +220,4 @@ class ActivationStats(Callback):
         if self.near_zero is None:
             raise ValueError("expected ActivationStats(..., near_zero=<threshold>) to record near-zero "
                              "fractions, got near_zero=None")
-        return [self._recorded("near", i) / self._count(i) for i in range(len(self.modules))]
+        return self._read("near")

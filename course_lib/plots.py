@@ -3,7 +3,7 @@ r"""Figures of the course: activation statistics, running estimates, GroupNorm g
 Every function returns a ``matplotlib.figure.Figure`` (titled, axes labelled, legend where there are several
 lines) and leaves nothing open in pyplot, so figures do not pile up in notebooks or tests; a notebook shows
 the returned figure by itself. Data come from :class:`course_lib.hooks.ActivationStats` (Q3),
-:class:`course_lib.stats.RunningEstimates` (Q1) and :class:`course_lib.training.Recorder` (Q2, Q5).
+:class:`course_lib.experiments.RunningEstimates` (Q1) and :class:`course_lib.training.Recorder` (Q2, Q5).
 """
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from . import norms
-from .stats import RunningEstimates, ema_noise_std
+from .experiments import RunningEstimates
+from .stats import ema_noise_std
 
 __all__ = ["new_figure", "figure_to_png", "plot_stats", "color_dim", "dead_chart", "plot_running_estimates",
            "plot_running_error", "group_statistic_ids", "plot_group_norm", "batch_statistic_ids",

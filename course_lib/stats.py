@@ -14,14 +14,13 @@ r"""Streaming statistics: how a layer can summarize 2000 batches in O(1) memory 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 __all__ = [
     "ema_update", "momentum_from_decay", "cumulative_average_update", "ema_noise_std", "ema_effective_window",
-    "merge_moments", "Welford", "RunningEstimates", "track_running_estimates",
+    "merge_moments", "Welford",
 ]
 
 
@@ -143,54 +142,3 @@ class Welford:
         if self.count < 2:
             raise ValueError(f"the unbiased variance needs at least 2 values, got {self.count}")
         return self._var * (self.count / (self.count - 1))
-
-
-@dataclass
-class RunningEstimates:
-    """Histories (one row per batch, one column per channel) of three estimates of a channel's mean and var."""
-
-    ema_mean: Tensor
-    ema_var: Tensor
-    cumulative_mean: Tensor
-    cumulative_var: Tensor
-    exact_mean: Tensor
-    exact_var: Tensor
-    batch_mean: Tensor
-    momentum: float
-    batch_size: int
-
-
-def track_running_estimates(batches, momentum: float = 0.1) -> RunningEstimates:
-    """Feed batches ``(N, C)`` or ``(N, C, *)`` to two BatchNorm layers and a Welford accumulator.
-
-    Records after each batch: ``running_mean``/``running_var`` of ``course_lib.norms.BatchNorm1d`` with
-    ``momentum`` (EMA) and with ``momentum=None`` (cumulative average), and the exact mean / unbiased
-    variance of everything seen (Welford). Memory is O(batches x channels) for the histories only; nothing
-    is concatenated (seed 004 stacks every batch, which is O(values)).
-    """
-    from .norms import BatchNorm1d  # local import: norms imports this module
-
-    ema = cumulative = None
-    exact = Welford(feature_dim=1)
-    rows: dict[str, list[Tensor]] = {k: [] for k in ("em", "ev", "cm", "cv", "xm", "xv", "bm")}
-    batch_size = 0
-    with torch.no_grad():
-        for batch in batches:
-            batch = batch.reshape(batch.shape[0], batch.shape[1], -1)
-            if ema is None:
-                channels, batch_size = batch.shape[1], batch.shape[0]
-                ema = BatchNorm1d(channels, momentum=momentum, affine=False, dtype=batch.dtype)
-                cumulative = BatchNorm1d(channels, momentum=None, affine=False, dtype=batch.dtype)
-            ema(batch), cumulative(batch)
-            exact.update(batch)
-            rows["em"].append(ema.running_mean.clone())
-            rows["ev"].append(ema.running_var.clone())
-            rows["cm"].append(cumulative.running_mean.clone())
-            rows["cv"].append(cumulative.running_var.clone())
-            rows["xm"].append(exact.mean.float())
-            rows["xv"].append(exact.var(unbiased=True).float() if exact.count > 1 else exact.mean.new_ones(channels))
-            rows["bm"].append(batch.mean((0, 2)))
-    if ema is None:
-        raise ValueError("expected at least one batch, got none")
-    h = {k: torch.stack(v) for k, v in rows.items()}
-    return RunningEstimates(h["em"], h["ev"], h["cm"], h["cv"], h["xm"], h["xv"], h["bm"], momentum, batch_size)

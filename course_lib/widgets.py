@@ -1,96 +1,24 @@
 """Interactive explorers (ipywidgets) for Q1 and Q8: sliders -> pure functions -> a readout and a picture.
 
-The work is done by pure functions that the tests call directly (:func:`running_stats_experiment`,
-:func:`group_norm_summary` and the figures of :mod:`course_lib.plots`); the explorers only connect sliders to
-them. Each explorer returns an ``ipywidgets.VBox`` holding a description, the slider(s), an
-``ipywidgets.HTML`` readout with the numbers and an ``ipywidgets.Image`` with the plot (PNG bytes); every slider
-change recomputes both. One update takes 0.2-0.7 s on one CPU thread (drawing the PNG, and for the running-
-statistics explorer at small momentum 20/momentum batches).
+The work is done by pure functions that the tests call directly (:mod:`course_lib.experiments` and the figures
+of :mod:`course_lib.plots`); the explorers only connect sliders to them. Each explorer returns an
+``ipywidgets.VBox`` holding a description, the slider(s), an ``ipywidgets.HTML`` readout with the numbers and an
+``ipywidgets.Image`` with the plot (PNG bytes); every slider change recomputes both. One update takes 0.2-0.7 s
+on one CPU thread (drawing the PNG, and for the running-statistics explorer at small momentum 20/momentum
+batches).
 """
 from __future__ import annotations
 
-import math
-
 import ipywidgets as widgets
-import torch
 
-from . import norms
+from .experiments import divisors, group_norm_summary, running_stats_experiment
 from .plots import figure_to_png, plot_group_norm, plot_running_estimates
-from .stats import RunningEstimates, ema_effective_window, ema_noise_std, track_running_estimates
 
-__all__ = ["seeded_normal_batches", "running_stats_batches", "running_stats_experiment", "running_stats_explorer",
-           "divisors", "group_norm_summary", "group_norm_explorer"]
+__all__ = ["running_stats_explorer", "group_norm_explorer"]
 
 
 # ----------------------------------------------------------------------------------------------------------
-# (a) Q1: how running_mean / running_var track the true statistics, for a momentum and a batch size
-
-def seeded_normal_batches(n_batches: int, batch_size: int, channels: int = 1, seed: int = 0,
-                          mean: float = 0.0) -> torch.Tensor:
-    """``(n_batches, batch_size, channels)`` samples of N(``mean``, 1) from a generator seeded with ``seed``."""
-    if n_batches < 1 or batch_size < 2:
-        raise ValueError(f"expected n_batches >= 1 and batch_size >= 2, got {n_batches} and {batch_size}")
-    return torch.randn(n_batches, batch_size, channels, generator=torch.Generator().manual_seed(seed)) + mean
-
-
-def running_stats_batches(momentum: float, n_batches: int = 300) -> int:
-    """How many batches the experiment feeds: at least ``n_batches`` and at least ``20 / momentum``.
-
-    The noise is measured after a burn-in of ``3 / momentum`` batches (the EMA's time constant is ``1 / m``),
-    so ``20 / m`` batches leave about 17 time constants to measure it on, for any momentum.
-    """
-    if not 0 < momentum <= 1:
-        raise ValueError(f"expected 0 < momentum <= 1, got {momentum}")
-    return max(n_batches, math.ceil(20 / momentum))
-
-
-def running_stats_experiment(momentum: float, batch_size: int, n_batches: int = 300, seed: int = 0,
-                             data_mean: float = 0.0) -> tuple[RunningEstimates, dict[str, float]]:
-    """Feed seeded N(``data_mean``, 1) batches to BatchNorm with ``momentum`` and with ``momentum=None``.
-
-    Uses :func:`running_stats_batches` batches (at least ``n_batches``). Returns the histories
-    (:func:`course_lib.stats.track_running_estimates`) and a summary:
-
-    * ``predicted_noise`` = ``ema_noise_std(momentum, 1 / sqrt(batch_size))`` (a batch mean of N(mu, 1) values has
-      std 1/sqrt(n));
-    * ``measured_noise`` = RMS of the EMA's deviation from its *expected* value
-      ``data_mean * (1 - (1 - m)^t)`` (the EMA starts at 0), over batches ``t > burn_in = ceil(3 / m)``. Measured
-      against the known truth, not against the exact mean of the same batches: with a long window (small m) the
-      EMA and the exact mean average nearly the same batches, and their difference is much smaller than the noise;
-    * ``final_ema_error`` / ``final_cumulative_error`` = |estimate - exact mean| after the last batch;
-    * ``effective_window`` = (2 - m) / m batches, ``time_constant`` = 1 / m batches, ``batches_to_5_percent`` =
-      the first t with (1 - m)^t < 5 % (the initial running_mean 0 then weighs less than 5 %), ``initial_weight_300``
-      = (1 - m)^300, ``n_batches`` and ``burn_in`` as used;
-    * ``measurement_rel_error`` = the expected relative sampling error of ``measured_noise`` itself: the EMA is
-      an AR(1) process with coefficient phi = 1 - m, so its T = n_batches - burn_in values are correlated and
-      the relative std of the measured std is about ``sqrt((1 + phi^2) / (2 T (1 - phi^2)))`` (17 % at
-      m = 0.01 over 1700 batches, 5 % at m = 0.5 over 294).
-    """
-    n_used = running_stats_batches(momentum, n_batches)
-    burn_in = math.ceil(3 / momentum)
-    est = track_running_estimates(seeded_normal_batches(n_used, batch_size, 1, seed, data_mean), momentum)
-    t = torch.arange(1, n_used + 1, dtype=torch.float64)
-    expected_ema = data_mean * (1 - (1 - momentum) ** t)
-    deviation = est.ema_mean[:, 0].double() - expected_ema
-    summary = {
-        "momentum": momentum,
-        "batch_size": batch_size,
-        "data_mean": data_mean,
-        "n_batches": n_used,
-        "burn_in": burn_in,
-        "final_ema_error": abs(float(est.ema_mean[-1, 0] - est.exact_mean[-1, 0])),
-        "final_cumulative_error": abs(float(est.cumulative_mean[-1, 0] - est.exact_mean[-1, 0])),
-        "predicted_noise": ema_noise_std(momentum, 1.0 / batch_size ** 0.5),
-        "measured_noise": float(deviation[burn_in:].square().mean().sqrt()),
-        "effective_window": ema_effective_window(momentum),
-        "time_constant": 1 / momentum,
-        "batches_to_5_percent": (math.ceil(math.log(0.05) / math.log(1 - momentum)) if momentum < 1 else 1),
-        "initial_weight_300": (1 - momentum) ** 300,
-        "measurement_rel_error": math.sqrt((1 + (1 - momentum) ** 2)
-                                           / (2 * (n_used - burn_in) * (1 - (1 - momentum) ** 2))),
-    }
-    return est, summary
-
+# (a) Q1: momentum and batch size -> how running_mean / running_var track the true statistics
 
 def _running_stats_readout(s: dict[str, float]) -> str:
     return (f"<b>momentum {s['momentum']:.2f}, batch size {s['batch_size']}</b>, {s['n_batches']} batches of "
@@ -136,45 +64,7 @@ def running_stats_explorer(momentum: float = 0.1, batch_size: int = 20, n_batche
 
 
 # ----------------------------------------------------------------------------------------------------------
-# (b) Q8: which elements share statistics in GroupNorm, for every valid number of groups
-
-def divisors(n: int) -> list[int]:
-    """The valid numbers of groups for ``n`` channels: every divisor of ``n``, ascending."""
-    if n < 1:
-        raise ValueError(f"expected a positive number of channels, got {n}")
-    return [g for g in range(1, n + 1) if n % g == 0]
-
-
-def group_norm_summary(num_channels: int, num_groups: int, batch_size: int = 20, height: int = 10,
-                       width: int = 10, seed: int = 0) -> dict[str, float]:
-    """Sizes of GroupNorm's statistics and how far its output is from LayerNorm's and InstanceNorm's.
-
-    On a seeded ``(N, C, H, W)`` N(0, 1) tensor, without affine: ``|GroupNorm - LayerNorm([C, H, W])|`` is 0
-    for G = 1 and ``|GroupNorm - InstanceNorm2d|`` is 0 for G = C (up to rounding). Keys ``max_diff_*`` give
-    the largest difference over all N*C*H*W elements (one outlier decides it), ``mean_diff_*`` the mean
-    absolute difference, which moves steadily with G: towards InstanceNorm and away from LayerNorm as G grows.
-    ``std_of_means`` is the standard deviation of the N*G group means of the input: the sampling noise of one
-    statistic, about ``1 / sqrt(values_per_statistic)`` for N(0, 1) data (fewer values, noisier statistics).
-    """
-    if num_channels % num_groups != 0:
-        raise ValueError(f"expected num_groups dividing num_channels={num_channels}, got {num_groups}")
-    x = torch.randn(batch_size, num_channels, height, width, generator=torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        grouped = norms.GroupNorm(num_groups, num_channels, affine=False)(x)
-        layer = norms.LayerNorm([num_channels, height, width], elementwise_affine=False)(x)
-        instance = norms.InstanceNorm2d(num_channels)(x)
-    return {
-        "num_groups": num_groups,
-        "channels_per_group": num_channels // num_groups,
-        "values_per_statistic": num_channels // num_groups * height * width,
-        "statistics_per_batch": batch_size * num_groups,
-        "max_diff_layer_norm": float((grouped - layer).abs().max()),
-        "max_diff_instance_norm": float((grouped - instance).abs().max()),
-        "mean_diff_layer_norm": float((grouped - layer).abs().mean()),
-        "mean_diff_instance_norm": float((grouped - instance).abs().mean()),
-        "std_of_means": float(x.reshape(batch_size, num_groups, -1).mean(-1).std()),
-    }
-
+# (b) Q8: the number of groups G -> which elements share statistics in GroupNorm
 
 def _group_norm_readout(s: dict[str, float], num_channels: int) -> str:
     return (f"<b>G = {s['num_groups']}</b>: {s['channels_per_group']} of {num_channels} channels per group, "

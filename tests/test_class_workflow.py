@@ -123,7 +123,7 @@ def test_dask_worker_death_costs_only_its_job(tmp_path):
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import the tests
     jobs = [_Job(Submission(student, "Q1", "nb", "x"), "", "", 1, 1, "") for student in ("ann", "bob", "cid")]
     emitted = []
-    run_dask(jobs, None, 2, lambda job, row, log, record: emitted.append(row), _die_on_bob)
+    run_dask(jobs, None, 2, lambda job, row, log, record: emitted.append(row), _die_on_bob, autograde._error_row)
     by_student = {row["student_id"]: row for row in emitted}
     assert sorted(by_student) == ["ann", "bob", "cid"], emitted
     assert by_student["ann"]["status"] == by_student["cid"]["status"] == "graded"

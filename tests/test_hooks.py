@@ -117,18 +117,25 @@ def test_a_constant_output_has_std_zero_two_passes_not_e_x2_minus_e_x_squared():
     assert float(constant.stds[0][0]) == 0.0
 
 
-def test_storage_grows_and_follows_the_output_dtype():
+def test_records_follow_the_output_dtype_and_reset_forgets_them():
     layer = nn.Linear(2, 3)
-    n = ActivationStats.INITIAL_CAPACITY + 10
     with ActivationStats([layer], bins=4, near_zero=0.1) as stats:
-        for _ in range(n):
+        for _ in range(3):
             layer(torch.randn(4, 2))
         layer.double()
         out = layer(torch.randn(4, 2, dtype=torch.float64))
-    assert stats.n_calls == [n + 1] and stats.hists[0].shape == (n + 1, 4)
-    assert float(stats.means[0][-1]) == pytest.approx(out.mean().item(), rel=1e-12)
+    assert stats.n_calls == [4] and stats.hists[0].shape == (4, 4) and stats.near_zero_fractions[0].shape == (4,)
+    assert float(stats.means[0][-1]) == pytest.approx(out.mean().item(), rel=1e-12)  # float32 would be ~1e-7
+    assert float(stats.stds[0][-1]) == pytest.approx(out.std().item(), rel=1e-12)
     stats.reset()
-    assert stats.n_calls == [0] and stats.means[0].shape == (0,)
+    assert stats.n_calls == [0] and stats.means[0].shape == (0,) and stats.hists[0].shape == (0, 4)
+
+
+def test_the_same_module_twice_is_refused():
+    layer = nn.Linear(2, 3)
+    with pytest.raises(ValueError, match="expected distinct modules, got 2 with repeats"):
+        ActivationStats([layer, layer])
+    assert hook_count(layer) == 0
 
 
 def test_reading_what_was_not_recorded_says_so():
@@ -166,7 +173,7 @@ def test_as_a_learner_callback_it_records_training_batches_and_cleans_up():
 
 def test_as_a_learner_callback_hooks_are_removed_when_training_fails():
     class Boom(Callback):
-        def after_step(self):
+        def after_step(self, learn):
             raise RuntimeError("boom")
 
     model = get_cnn_model()

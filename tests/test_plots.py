@@ -12,7 +12,8 @@ import course_lib.norms as cn
 from course_lib import plots
 from course_lib.hooks import ActivationStats, find_modules
 from course_lib.models import ConvLayer, get_cnn_model
-from course_lib.stats import ema_noise_std, track_running_estimates
+from course_lib.experiments import track_running_estimates
+from course_lib.stats import ema_noise_std
 from course_lib.training import Learner, ParamScheduler, sched_lin
 from torch.utils.data import DataLoader, TensorDataset
 from course_lib.data import DataLoaders

@@ -1,4 +1,4 @@
-"""course_lib.stats: EMA, cumulative average, Welford/Chan, the EMA noise formula, running-estimate tracking."""
+"""course_lib.stats: EMA, cumulative average, Welford/Chan, the EMA noise formula."""
 from __future__ import annotations
 
 import math
@@ -62,21 +62,6 @@ def test_ema_noise_formula_against_simulation():
     assert float(observed) == pytest.approx(stats.ema_noise_std(m, sigma), rel=0.05)
 
 
-def test_seed_004_difference_is_ema_noise():
-    """Seed 004: 2000 batches of 20 N(0,1) samples; the gap between running_mean and the exact mean is EMA noise
-    of size sqrt(m/(2-m)) / sqrt(20) ~ 0.05, not a systematic bias."""
-    gen = torch.Generator().manual_seed(21)
-    batches = [torch.randn(20, 3, 1, 1, generator=gen) for _ in range(2000)]
-    est = stats.track_running_estimates(batches, momentum=0.1)
-    gap = (est.ema_mean[-1] - est.exact_mean[-1]).abs()
-    predicted = stats.ema_noise_std(0.1, 1 / math.sqrt(20))
-    assert predicted == pytest.approx(0.0513, abs=1e-3)
-    assert float(gap.max()) < 4 * predicted
-    # over the whole trace, the EMA's deviation from the exact mean has the predicted size
-    deviation = (est.ema_mean[100:] - est.exact_mean[100:]).std()
-    assert float(deviation) == pytest.approx(predicted, rel=0.25)
-
-
 def test_merge_moments_equals_one_pass():
     a, b = torch.randn(37, 3, dtype=F64) + 5, torch.randn(11, 3, dtype=F64) * 3 - 2
     count, mean, var = stats.merge_moments(37, a.mean(0), a.var(0, unbiased=False),
@@ -131,18 +116,3 @@ def test_welford_is_exact_on_large_offsets():
     for chunk in data.split(10):
         acc.update(chunk)
     torch.testing.assert_close(acc.var(), data.var(0), rtol=1e-6, atol=0)
-
-
-def test_track_running_estimates_histories():
-    gen = torch.Generator().manual_seed(0)
-    batches = [torch.randn(16, 2, generator=gen) * 2 + 1 for _ in range(300)]
-    est = stats.track_running_estimates(batches, momentum=0.1)
-    assert est.ema_mean.shape == (300, 2) and est.batch_size == 16
-    stacked = torch.stack(batches)
-    torch.testing.assert_close(est.exact_mean[-1], stacked.mean((0, 1)))
-    torch.testing.assert_close(est.exact_var[-1], stacked.reshape(-1, 2).var(0), rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(est.cumulative_mean[-1], stacked.mean((0, 1)), rtol=1e-5, atol=1e-5)
-    # cumulative var = mean of per-batch unbiased variances (not the pooled variance)
-    torch.testing.assert_close(est.cumulative_var[-1], stacked.var(1).mean(0), rtol=1e-4, atol=1e-5)
-    with pytest.raises(ValueError, match="at least one batch"):
-        stats.track_running_estimates([])

@@ -81,9 +81,9 @@ def test_param_scheduler_sets_every_group_before_every_training_batch():
     class Spy(Callback):
         order = 20  # after the scheduler (10)
 
-        def before_batch(self):
-            if self.learner.training:
-                seen.append([g["lr"] for g in self.learner.opt.param_groups])
+        def before_batch(self, learn):
+            if learn.training:
+                seen.append([g["lr"] for g in learn.opt.param_groups])
 
     sched = sched_lin(0.0, 1.0)
     learn = Learner(tiny_model(), tiny_data(), opt_func=two_group_sgd, cbs=[ParamScheduler("lr", sched), Spy()],
@@ -112,23 +112,38 @@ class EventLog(Callback):
         self.events = []
 
     def __getattr__(self, name):  # every event method exists and logs itself
-        if name.startswith(("before_", "after_")):
-            return lambda: self.events.append(name)
+        if name.startswith(("before_", "after_", "cleanup_")):
+            return lambda learn: self.events.append(name)
         raise AttributeError(name)
+
 
 
 def test_events_come_in_order():
     log = EventLog()
     Learner(tiny_model(), tiny_data(n_train=16, n_valid=8), cbs=[log], progress=False).fit(1)
-    batch = ["before_batch", "before_backward", "after_backward", "after_step", "after_batch"]
-    assert log.events == (["before_fit", "before_epoch", "before_train"] + batch * 2 + ["after_train",
-                          "before_validate", "before_batch", "after_batch", "after_validate", "after_epoch",
-                          "after_fit"])
+    batch = ["before_batch", "before_backward", "after_backward", "after_step", "after_batch", "cleanup_batch"]
+    assert log.events == (["before_fit", "before_epoch", "before_train"] + batch * 2
+                          + ["after_train", "cleanup_train", "before_validate", "before_batch", "after_batch",
+                             "cleanup_batch", "after_validate", "cleanup_validate", "after_epoch", "cleanup_epoch",
+                             "after_fit", "cleanup_fit"])
+
+
+def test_callbacks_get_the_learner_as_an_argument_and_keep_no_reference_to_it():
+    seen = []
+
+    class Spy(Callback):
+        def before_fit(self, learn):
+            seen.append(learn)
+
+    spy = Spy()
+    learn = Learner(tiny_model(), tiny_data(), cbs=[spy], progress=False)
+    learn.fit(1)
+    assert seen == [learn] and vars(spy) == {}
 
 
 def test_cancel_batch_skips_the_update_but_not_after_batch():
     class SkipStep(Callback):
-        def before_backward(self):
+        def before_backward(self, learn):
             raise CancelBatchException
 
     model, log = tiny_model(), EventLog()
@@ -140,7 +155,7 @@ def test_cancel_batch_skips_the_update_but_not_after_batch():
 
 def test_cancel_epoch_and_cancel_fit():
     class StopAfterFirstTrainBatch(Callback):
-        def after_step(self):
+        def after_step(self, learn):
             raise self.exception
 
     # the matching after_* event runs: after_epoch for a cancelled epoch, only after_fit for a cancelled fit
@@ -151,19 +166,32 @@ def test_cancel_epoch_and_cancel_fit():
         Learner(tiny_model(), tiny_data(), cbs=[cb, log], progress=False).fit(3)
         assert log.events.count("before_epoch") == epochs_run and log.events.count("before_backward") == epochs_run
         assert log.events.count("after_epoch") == after_epochs and "before_validate" not in log.events
-        assert log.events[-1] == "after_fit"
+        assert log.events[-2:] == ["after_fit", "cleanup_fit"]
+        assert log.events.count("cleanup_epoch") == epochs_run  # a cancelled stage is cleaned up too
 
 
-def test_after_fit_runs_even_when_training_fails():
+def test_a_cancel_raised_in_before_batch_skips_the_batch():
+    class SkipOddBatches(Callback):
+        def before_batch(self, learn):
+            if learn.training and learn.iter % 2 == 1:
+                raise CancelBatchException
+
+    log = EventLog()
+    Learner(tiny_model(), tiny_data(), cbs=[SkipOddBatches(), log], progress=False).fit(1)
+    assert log.events.count("before_backward") == 2 and log.events.count("after_batch") == 3 + 2
+
+
+def test_cleanup_runs_even_when_training_fails_and_after_does_not():
     class Boom(Callback):
-        def after_backward(self):
+        def after_backward(self, learn):
             raise RuntimeError("boom")
 
     log = EventLog()
     learn = Learner(tiny_model(), tiny_data(), progress=False)
     with pytest.raises(RuntimeError, match="boom"):
         learn.fit(1, cbs=[Boom(), log])
-    assert log.events[-1] == "after_fit"
+    assert log.events[-4:] == ["cleanup_batch", "cleanup_train", "cleanup_epoch", "cleanup_fit"]
+    assert not any(e.startswith("after_") and e != "after_backward" for e in log.events)
     assert all(not isinstance(cb, (Boom, EventLog)) for cb in learn.cbs)  # fit-only callbacks are gone
 
 
@@ -171,8 +199,8 @@ def test_train_mode_with_grad_then_eval_mode_without_grad():
     modes = []
 
     class Check(Callback):
-        def before_batch(self):
-            modes.append((self.learner.training, self.learner.model.training, torch.is_grad_enabled()))
+        def before_batch(self, learn):
+            modes.append((learn.training, learn.model.training, torch.is_grad_enabled()))
 
     learn = Learner(tiny_model(), tiny_data(), cbs=[Check()], progress=False)
     learn.fit(1)
@@ -197,6 +225,17 @@ def test_progress_bars_can_be_switched_off(capsys):
     assert "epoch" in shown.err and "valid_accuracy" in shown.out + shown.err
     Learner(tiny_model(), tiny_data(), progress=False).fit(1)
     assert capsys.readouterr() == ("", "")
+
+
+def test_the_progress_bar_does_not_change_the_batch_order():
+    """tqdm.auto calls iter() on what it wraps; a DataLoader iterator draws from the global generator."""
+    losses = []
+    for progress in (False, True):
+        set_seed(3)
+        learn = Learner(tiny_model(), tiny_data(), progress=progress)
+        learn.fit(2)
+        losses.append(learn.recorder.losses)
+    assert losses[0] == losses[1]
 
 
 def test_fit_argument_errors():

@@ -179,6 +179,11 @@ def _row(sub: Submission, score: float, max_score: float, status: str, reason: s
             "timestamp": timestamp, "status": status, "reason": reason, "seconds": round(seconds, 1)}
 
 
+def _error_row(job: _Job, reason: str) -> dict:
+    """The row of a submission that could not be graded at all (its grading process died)."""
+    return _row(job.submission, 0, 0, "error", reason, 0.0)
+
+
 def _write_failure_feedback(job: _Job, reason: str) -> None:
     sub = job.submission
     target = Path(job.feedback_dir) / sub.student_id / sub.assignment / f"{sub.notebook or 'submission'}.html"
@@ -596,7 +601,8 @@ def grade_class(course_dir: Path, submissions: Path, grades_csv: Path, feedback_
             elif jobs:
                 from course_lib.grading.dask_pool import run_dask
 
-                run_dask(jobs, None if dask == "local" else dask, workers, emit, _grade_job)
+                run_dask(jobs, None if dask == "local" else dask, workers, emit, _grade_job, _error_row,
+                         prepare_worker=_quiet_worker)
         finally:
             if book is not None:
                 book.close()

@@ -20,19 +20,14 @@ import logging
 __all__ = ["run_dask"]
 
 
-def _quiet() -> None:  # pragma: no cover - runs in the workers
-    from course_lib.grading.autograde import _quiet_worker
-
-    _quiet_worker()
-
-
-def run_dask(jobs: list, address: str | None, workers: int, emit, grade) -> None:
+def run_dask(jobs: list, address: str | None, workers: int, emit, grade, failed_row, prepare_worker=None) -> None:
     """Grade ``jobs`` with ``grade(job) -> (row, log, record)`` on Dask; ``emit(job, row, log, record)`` in this
-    process as each finishes. ``address``: a scheduler's address, or None for a local cluster of ``workers``."""
+    process as each finishes. ``address``: a scheduler's address, or None for a local cluster of ``workers``
+    (``prepare_worker()`` runs once in each of its processes). A job whose worker died twice gets
+    ``failed_row(job, reason)``. The functions come from the caller (course_lib.grading.autograde), which
+    imports this module only when asked for Dask."""
     import dask
     from distributed import Client, LocalCluster, as_completed
-
-    from course_lib.grading.autograde import _row
 
     cluster = None
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
@@ -40,7 +35,8 @@ def run_dask(jobs: list, address: str | None, workers: int, emit, grade) -> None
             cluster = LocalCluster(n_workers=max(1, min(workers, len(jobs))), threads_per_worker=1, processes=True,
                                    memory_limit=0, dashboard_address=None, silence_logs=logging.ERROR)
             client = Client(cluster)
-            client.run(_quiet)
+            if prepare_worker is not None:
+                client.run(prepare_worker)
         else:
             client = Client(address)
         try:
@@ -52,8 +48,8 @@ def run_dask(jobs: list, address: str | None, workers: int, emit, grade) -> None
                 try:
                     row, log, record = future.result()
                 except Exception as error:  # noqa: BLE001 - KilledWorker, a lost connection: one row, not the batch
-                    row, log, record = _row(job.submission, 0, 0, "error", "the grading worker died twice on this "
-                                            f"submission ({type(error).__name__}: {error})"[:500], 0.0), "", {}
+                    row, log, record = failed_row(job, "the grading worker died twice on this submission "
+                                                  f"({type(error).__name__}: {error})"[:500]), "", {}
                 emit(job, row, log, record)
                 future.release()
         finally:

@@ -36,7 +36,7 @@ QUESTIONS = {
     "Q3.6": Choice(
         "b",
         ("never", "at the end of fit, even on exceptions", "after every batch", "on garbage collection only"),
-        "Look at the after_fit event in course_lib.training: when does the Learner call it?",
+        "Look at the cleanup_fit event in course_lib.training: when does the Learner call it?",
         {"a": "As a context manager or a callback it cleans up by itself; remove() is for manual use.",
          "c": "Then it could not record the next batch.",
          "d": "Hook.__del__ is a safety net, not the mechanism to rely on."},
