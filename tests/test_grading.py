@@ -120,7 +120,7 @@ def test_class_with_every_kind_of_submission(tmp_path):
     assert full == 13.0
 
     assert (score[f"correct/{A}"], status[f"correct/{A}"]) == (full, "graded")
-    assert reason[f"correct/{A}"] == "all tests passed"
+    assert reason[f"correct/{A}"] == "all tests passed; written answers (4 points) to grade by hand in formgrader"
     assert (score[f"blank/{A}"], status[f"blank/{A}"]) == (0.0, "blank") and "no answer" in reason[f"blank/{A}"]
     assert score[f"stub/{A}"] < full / 2, "a stub that returns its input earns at most partial credit"
     # eval mode is tested on its own (buffers set directly), so a wrong running_var costs the buffer cells only

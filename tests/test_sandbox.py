@@ -93,7 +93,8 @@ def test_hostile_submissions_score_no_more_than_the_stub_and_leave_nothing(tmp_p
     feedback = {student: visible_text(next((tmp_path / "out" / "feedback" / student / A).glob("*.html")))
                 for student in rows}
     problems = []
-    if (rows["correct"]["score"], rows["correct"]["reason"]) != ("13.0", "all tests passed"):
+    honest = ("13.0", "all tests passed; written answers (4 points) to grade by hand in formgrader")
+    if (rows["correct"]["score"], rows["correct"]["reason"]) != honest:
         problems.append(f"honest submission lost marks: {rows['correct']}")
     stub = float(rows["stub"]["score"])
     for student, row in rows.items():

@@ -11,18 +11,15 @@ cookies. student2 does the same over plain HTTP, after the due date.
 Skips, with the reason, where jupyterhub, configurable-http-proxy, chromium or bubblewrap is missing, unless
 HUB_TEST_REQUIRED=1 (CI), where that fails.
 
-Grading follows the autograder's contract with the class workflow (branch `classflow`): `--gradebook` (due dates from
-the course gradebook, nbgrader's late penalty, results recorded there), `--totals`, and feedback written where
-`nbgrader release_feedback` finds it. Until that branch is merged the command lacks those options: the test then
-grades with today's command and STAND-IN copies the two files release_feedback needs; the assertions of
-test_late_submission_penalty_gradebook_and_totals need the classflow branch and fail until the merge.
+Grading is `make grade`'s command with the course gradebook: `--gradebook` (due dates from it, nbgrader's late
+penalty, results recorded there), `--totals`, and feedback written where `nbgrader release_feedback` finds it.
+The browser is the session's one chromium (tests/conftest.py), shared with tests/browser.
 """
 from __future__ import annotations
 
 import csv
 import datetime as dt
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -34,7 +31,6 @@ import pytest
 from hub_harness import BIN, HUB_DIR, PASSWORD, REPO, Hub, HubUser, missing_dependencies
 
 from grading_fixtures import submissions as S  # noqa: E402 - hub_harness put tests/ on sys.path
-from lab_harness import chromium_args, find_chromium  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -169,15 +165,8 @@ def fetch_feedback(user) -> dict[str, str]:
     return found
 
 
-def autograder_has_class_workflow() -> bool:
-    """Does the autograder take the classflow contract's options (--gradebook, --totals)?"""
-    out = subprocess.run([sys.executable, "-m", "course_lib.grading.autograde", "--help"],
-                         capture_output=True, text=True, timeout=120).stdout
-    return "--gradebook" in out and "--totals" in out
-
-
 @pytest.fixture(scope="module")
-def run(hub, tmp_path_factory):
+def run(hub, browser, tmp_path_factory):
     """The whole class, once; every test below checks one part of what it left."""
     started = time.monotonic()
     out = tmp_path_factory.mktemp("grading")
@@ -190,50 +179,40 @@ def run(hub, tmp_path_factory):
     instructor(hub, "nbgrader", "generate_assignment", ASSIGNMENT, "--force")
     instructor(hub, "nbgrader", "release_assignment", ASSIGNMENT)
 
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=find_chromium(), headless=True, args=chromium_args())
-        try:
-            context = browser.new_context(viewport={"width": 1400, "height": 1000})
-            context.set_default_timeout(120_000)
-            student1 = BrowserUser(hub, ON_TIME, context.new_page())
-            student1.login_and_open_lab()
-            fetch_answer_submit(student1, hub.home(ON_TIME))
+    # one chromium for the whole test session (tests/conftest.py): Playwright's sync API allows one at a time
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        context.set_default_timeout(120_000)
+        student1 = BrowserUser(hub, ON_TIME, context.new_page())
+        student1.login_and_open_lab()
+        fetch_answer_submit(student1, hub.home(ON_TIME))
 
-            # The due date falls between the two submissions: student1 on time, student2 late.
-            due = dt.datetime.now(dt.timezone.utc)
-            instructor(hub, "nbgrader", "db", "assignment", "add", ASSIGNMENT,
-                       f"--duedate={due:%Y-%m-%d %H:%M:%S.%f} UTC")
-            time.sleep(1.5)
-            student2 = HubUser(hub, LATE)
-            assert student2.login().status_code == 302, f"{LATE} could not log in with the demo password"
-            student2.start_server()
-            result["student_formgrader_status"] = student2.get("/formgrader").status_code
-            fetch_answer_submit(student2, hub.home(LATE))
+        # The due date falls between the two submissions: student1 on time, student2 late.
+        due = dt.datetime.now(dt.timezone.utc)
+        instructor(hub, "nbgrader", "db", "assignment", "add", ASSIGNMENT,
+                   f"--duedate={due:%Y-%m-%d %H:%M:%S.%f} UTC")
+        time.sleep(1.5)
+        student2 = HubUser(hub, LATE)
+        assert student2.login().status_code == 302, f"{LATE} could not log in with the demo password"
+        student2.start_server()
+        result["student_formgrader_status"] = student2.get("/formgrader").status_code
+        fetch_answer_submit(student2, hub.home(LATE))
 
-            intruder = HubUser(hub, "mallory")
-            result["unknown_user_login"] = intruder.login().status_code
-            result["wrong_password_login"] = HubUser(hub, "student3").login(password="not-" + PASSWORD).status_code
+        intruder = HubUser(hub, "mallory")
+        result["unknown_user_login"] = intruder.login().status_code
+        result["wrong_password_login"] = HubUser(hub, "student3").login(password="not-" + PASSWORD).status_code
 
-            instructor(hub, "nbgrader", "collect", ASSIGNMENT)
-            result["class_workflow"] = autograder_has_class_workflow()
-            grade = [sys.executable, "-m", "course_lib.grading.autograde", str(hub.course / "submitted"),
-                     str(result["grades"]), "--course-dir", str(hub.course), "--feedback",
-                     str(hub.course / "feedback"), "--workers", "2"]
-            if result["class_workflow"]:
-                grade += ["--gradebook", f"sqlite:///{hub.course / 'gradebook.db'}", "--totals", str(result["totals"])]
-            result["grading"] = instructor(hub, *grade)
-            if not result["class_workflow"]:
-                # STAND-IN until the classflow branch is merged: that autograder writes these next to the feedback.
-                for student in (ON_TIME, LATE):
-                    for name in ("timestamp.txt", "submission_secret.txt"):
-                        shutil.copy2(hub.course / "submitted" / student / ASSIGNMENT / name,
-                                     hub.course / "feedback" / student / ASSIGNMENT / name)
-            instructor(hub, "nbgrader", "release_feedback", ASSIGNMENT)
+        instructor(hub, "nbgrader", "collect", ASSIGNMENT)
+        grade = [sys.executable, "-m", "course_lib.grading.autograde", str(hub.course / "submitted"),
+                 str(result["grades"]), "--course-dir", str(hub.course), "--feedback", str(hub.course / "feedback"),
+                 "--workers", "2", "--gradebook", f"sqlite:///{hub.course / 'gradebook.db'}", "--totals",
+                 str(result["totals"])]
+        result["grading"] = instructor(hub, *grade)
+        instructor(hub, "nbgrader", "release_feedback", ASSIGNMENT)
 
-            result["feedback"] = {ON_TIME: fetch_feedback(student1), LATE: fetch_feedback(student2)}
-        finally:
-            browser.close()
+        result["feedback"] = {ON_TIME: fetch_feedback(student1), LATE: fetch_feedback(student2)}
+    finally:
+        context.close()
     result["seconds"] = time.monotonic() - started
     print(f"hub e2e: the class from release to feedback in {result['seconds']:.0f} s")
     return result
@@ -293,9 +272,7 @@ def test_each_student_sees_only_their_own_feedback(run):
 
 
 def test_late_submission_penalty_gradebook_and_totals(run):
-    """Needs the classflow branch (autograde --gradebook/--totals): fails until it is merged."""
-    assert run["class_workflow"], ("the autograder has no --gradebook/--totals yet (classflow branch not merged): "
-                                   "late penalty, gradebook and totals cannot be checked")
+    """The late submission carries nbgrader's penalty; the course gradebook and the totals agree with the CSV."""
     by_student = {r["student_id"]: r for r in rows(run["grades"])}
     for column in ("timestamp", "late_penalty"):
         assert column in by_student[ON_TIME], f"grades.csv has no {column} column: {list(by_student[ON_TIME])}"
