@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from course_lib.grading import autograde
-from course_lib.grading.autograde import CSV_COLUMNS, Submission, _Job, find_submissions
+from course_lib.grading import job as grading_job
+from course_lib.grading.autograde import CSV_COLUMNS, Submission, find_submissions
+from course_lib.grading.job import Job
 from course_lib.grading.gradebook import assignment_max_scores, write_totals
 from course_lib.grading.release import find_assignments
 from grading_fixtures import submissions as S
@@ -73,7 +75,7 @@ def test_find_submissions_reads_nbgraders_timestamp(tmp_path):
     (tmp_path / "ann" / "Q1" / "submission_secret.txt").write_text("s3cret", encoding="utf-8")
     found = {s.student_id: s for s in find_submissions(tmp_path, masters)}
     assert found["ann"].timestamp == ON_TIME and set(found["ann"].extras) == {"timestamp.txt", "submission_secret.txt"}
-    assert autograde.iso_timestamp(found["ann"].timestamp) == "2026-12-01T16:59:00+00:00"
+    assert grading_job.iso_timestamp(found["ann"].timestamp) == "2026-12-01T16:59:00+00:00"
     assert found["bob"].timestamp is None and "timestamp.txt not understood" in found["bob"].note
     assert found["cid"].timestamp is None and found["cid"].extras == {}
 
@@ -111,7 +113,7 @@ def _die_on_bob(job):
     """A grading function whose worker process dies on bob's submission (and grades the others instantly)."""
     if job.submission.student_id == "bob":
         os._exit(3)
-    return autograde._row(job.submission, 1, 1, "graded", "fake", 0.0), "", {}
+    return grading_job.csv_row(job.submission, 1, 1, "graded", "fake", 0.0), "", {}
 
 
 @pytest.mark.slow
@@ -121,9 +123,9 @@ def test_dask_worker_death_costs_only_its_job(tmp_path):
     from course_lib.grading.dask_pool import run_dask
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import the tests
-    jobs = [_Job(Submission(student, "Q1", "nb", "x"), "", "", 1, 1, "") for student in ("ann", "bob", "cid")]
+    jobs = [Job(Submission(student, "Q1", "nb", "x"), "", "", 1, 1, "") for student in ("ann", "bob", "cid")]
     emitted = []
-    run_dask(jobs, None, 2, lambda job, row, log, record: emitted.append(row), _die_on_bob, autograde._error_row)
+    run_dask(jobs, None, 2, lambda job, row, log, record: emitted.append(row), _die_on_bob, grading_job.error_row)
     by_student = {row["student_id"]: row for row in emitted}
     assert sorted(by_student) == ["ann", "bob", "cid"], emitted
     assert by_student["ann"]["status"] == by_student["cid"]["status"] == "graded"
@@ -278,4 +280,4 @@ def test_download_with_times_in_the_names_gives_timestamp_files(tmp_path):
     assert found == {"ann": sorted([name, "timestamp.txt"])}, found
     masters = find_assignments(REPO / "solutions")
     (submission,) = find_submissions(tmp_path / "submitted", masters)
-    assert autograde.iso_timestamp(submission.timestamp) == "2026-12-01T18:30:00+00:00", submission
+    assert grading_job.iso_timestamp(submission.timestamp) == "2026-12-01T18:30:00+00:00", submission

@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT / "tools"))
 from portability import CI_SETTING, MATRIX  # noqa: E402  (tools/ is a folder of scripts, not a package)
 
 CHECK_TAG = "nbval-check-output"
-API_MODULES = ["norms", "functional", "stats", "seed", "data", "models", "training", "schedules", "hooks", "plots",
-               "widgets", "quiz"]
+API_MODULES = ["norms", "functional", "stats", "seed", "data", "models", "training", "callbacks", "schedules", "hooks",
+               "experiments", "plots", "widgets", "quiz"]
 
 
 def repository_url() -> str:

@@ -30,11 +30,12 @@ The package holds, besides these checks (what the exercise notebooks import as `
   :mod:`~course_lib.grading.from_scratch` (the gate) -- what runs in the student's kernel;
 * :mod:`~course_lib.grading.guard` -- runs in the graded kernel before each test cell (defence in depth);
 * for instructors only (not shipped to students): :mod:`~course_lib.grading.autograde` (``make grade``: a class
-  into a CSV), :mod:`~course_lib.grading.steps` (one notebook's way through nbgrader),
-  :mod:`~course_lib.grading.sandbox` (bubblewrap around each graded kernel), :mod:`~course_lib.grading.release`
-  (``make release``), :mod:`~course_lib.grading.student_dist` (``make student-dist``),
-  :mod:`~course_lib.grading.gradebook` (the course's gradebook: due dates in, results out; LMS totals),
-  :mod:`~course_lib.grading.dask_pool` (``--dask``), :mod:`~course_lib.grading.lms` (``make collect-lms``).
+  into a CSV, the worker pool), :mod:`~course_lib.grading.submissions` (the submitted layout),
+  :mod:`~course_lib.grading.job` (one submission in a worker), :mod:`~course_lib.grading.steps` (one notebook's
+  way through nbgrader), :mod:`~course_lib.grading.sandbox` (bubblewrap around each graded kernel),
+  :mod:`~course_lib.grading.gradebook` (the course gradebook, totals), :mod:`~course_lib.grading.dask_pool`,
+  :mod:`~course_lib.grading.lms` (LMS downloads), :mod:`~course_lib.grading.release` (``make release``),
+  :mod:`~course_lib.grading.student_dist` (``make student-dist``).
 """
 from course_lib.grading.checks import *  # noqa: F401,F403
 from course_lib.grading.checks import __all__ as _checks

@@ -7,11 +7,11 @@
   course folder, the submissions, the feedback folder and the run's working folder (made next to the CSV) at the
   same paths -- a shared file system. Give each worker one thread (``dask worker --nthreads 1``).
 
-Each job is one call of ``autograde._grade_job`` in a worker, which grades in its own temporary course copy with
-the kernel in the bubblewrap sandbox, exactly as the local pool does. Rows come back to this process as jobs
-finish (``as_completed``), so the CSV, the course gradebook and ``--resume`` work the same. A worker that dies
-costs only its job: the scheduler gives it to another worker once (``allowed-failures`` = 1 on the local
-cluster; an external scheduler uses its own setting), then the job gets an error row.
+Each job is one call of ``course_lib.grading.job.grade_job`` in a worker, which grades in its own temporary course
+copy with the kernel in the bubblewrap sandbox, exactly as the local pool does. Rows come back to this process as
+jobs finish (``as_completed``), so the CSV, the course gradebook and ``--resume`` work the same. A worker that dies
+costs only its job: the scheduler gives it to another worker once (``allowed-failures`` = 1 on the local cluster; an
+external scheduler uses its own setting), then the job gets an error row.
 """
 from __future__ import annotations
 

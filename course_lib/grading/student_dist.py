@@ -29,8 +29,9 @@ __all__ = ["INSTRUCTOR_MODULES", "NAME", "build_student_dist", "main"]
 
 NAME = "normalization-course-student"
 # paths inside course_lib/: the instructors' part of the grading package (the checks and the guard are shipped)
-INSTRUCTOR_MODULES = ("grading/autograde.py", "grading/steps.py", "grading/release.py", "grading/sandbox.py",
-                      "grading/student_dist.py", "grading/gradebook.py", "grading/dask_pool.py", "grading/lms.py")
+INSTRUCTOR_MODULES = ("grading/autograde.py", "grading/job.py", "grading/submissions.py", "grading/steps.py",
+                      "grading/release.py", "grading/sandbox.py", "grading/student_dist.py", "grading/gradebook.py",
+                      "grading/dask_pool.py", "grading/lms.py")
 
 STUDENT_README = """\
 # Normalization layers, from BatchNorm to RMSNorm: student materials
