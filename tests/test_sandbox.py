@@ -140,6 +140,73 @@ def test_hostile_submissions_score_no_more_than_the_stub_and_leave_nothing(tmp_p
     assert not problems, "\n".join(problems) + f"\n\nCSV:\n{grades.read_text()}"
 
 
+@pytest.mark.slow
+def test_nothing_passes_from_one_kernel_to_the_next_of_the_same_worker(tmp_path):
+    """One worker grades a planter, then a seeker: kernels forked from the worker's fork server share nothing
+    writable, cannot read the fork server, and killing every process it can name does not stop the next kernel."""
+    require_sandbox()
+    class_dir, grades = tmp_path / "submitted", tmp_path / "out" / "grades.csv"
+    planter = S.with_cell_after_setup(S.stub(A), H.PLANT)
+    planter.cells.insert(planter.cells.index(next(c for c in planter.cells if H.MARKER in c.source)) + 1,
+                         S.nbformat.v4.new_code_cell(H.SEEK))  # in its own kernel the seeker must find them
+    planter.cells.append(S.nbformat.v4.new_code_cell(H.KILL_VISIBLE))
+    S.write_submission(class_dir, "a_planter", A, planter)
+    S.write_submission(class_dir, "b_seeker", A, S.with_cell_after_setup(S.stub(A), H.SEEK))
+    S.write_submission(class_dir, "c_correct", A, S.correct(A))
+    process = subprocess.run(autograde_command(class_dir, grades, "--workers", "1"), cwd=REPO, capture_output=True,
+                             text=True, timeout=600)
+    assert process.returncode == 0, process.stdout + process.stderr
+    rows = {r["student_id"]: r for r in read_csv(grades)}
+    feedback = {s: visible_text(next((tmp_path / "out" / "feedback" / s / A).glob("*.html"))) for s in rows}
+    planted = re.findall(r"planted in: \[(.*?)\] shared memory: (\w+)", feedback["a_planter"])
+    assert planted and "/tmp" in planted[0][0] and planted[0][1] == "True", feedback["a_planter"][:3000]
+    own = re.findall(r"left by an earlier kernel: \[(.*?)\] shared memory: (\w+)", feedback["a_planter"])
+    assert own and H.MARKER in own[0][0] and own[0][1] == "True", "the seeker must see what its own kernel planted"
+    assert "opened of other processes: []" in feedback["a_planter"], feedback["a_planter"][:3000]
+    assert "left by an earlier kernel: [] shared memory: False" in feedback["b_seeker"], feedback["b_seeker"][:3000]
+    assert rows["b_seeker"]["status"] == "graded" and rows["c_correct"]["score"] == "13.0", rows
+
+
+@pytest.mark.slow
+def test_a_sandbox_per_kernel_without_the_fork_server(tmp_path):
+    """``--no-fork-server``: every kernel in a new sandbox (the fallback where the fork server cannot run)."""
+    require_sandbox()
+    class_dir, grades = tmp_path / "submitted", tmp_path / "out" / "grades.csv"
+    S.write_submission(class_dir, "a_correct", A, S.correct(A))
+    S.write_submission(class_dir, "b_stub", A, S.stub(A))
+    process = subprocess.run(autograde_command(class_dir, grades, "--workers", "1", "--no-fork-server"), cwd=REPO,
+                             capture_output=True, text=True, timeout=600)
+    assert process.returncode == 0, process.stdout + process.stderr
+    rows = {r["student_id"]: r for r in read_csv(grades)}
+    assert rows["a_correct"]["score"] == "13.0" and float(rows["b_stub"]["score"]) < 13, rows
+
+
+@pytest.mark.parametrize("answer, said", [
+    ('{"error": "no user namespaces here"}', "no user namespaces here"),
+    ("", "the fork server ended (exit code 0)"),
+    ("Fontconfig error", "the fork server said b'Fontconfig error\\n', not JSON"),
+])
+def test_a_fork_server_that_cannot_start_is_said_once_and_left_out(tmp_path, capsys, answer, said):
+    from course_lib.grading import forkserver
+
+    command = [sys.executable, "-c", f"print({answer!r})" if answer else "pass"]
+    tries = []
+
+    def command_for(comm_root: str) -> list[str]:
+        tries.append(comm_root)
+        return command
+
+    key = ("a test's fork server", str(tmp_path), answer)
+    try:
+        assert forkserver.fork_server(key, command_for, str(tmp_path)) is None
+        assert forkserver.fork_server(key, command_for, str(tmp_path)) is None
+    finally:
+        forkserver.stop_fork_servers()
+    assert len(tries) == 1, "a fork server that failed is not started again for every kernel"
+    assert f"no fork server ({said}); a new sandbox per kernel instead" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [], "its shared folder is removed"
+
+
 def test_grading_refuses_without_bubblewrap_unless_told(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sandbox, "bwrap_path", lambda: None)
     (tmp_path / "submitted").mkdir()

@@ -21,7 +21,8 @@ workers with ``--dask [tcp://host:port]``, :mod:`course_lib.grading.dask_pool`),
 temporary copy of the course (masters + a gradebook built once per run), so one bad submission never stops the
 batch; ``course_lib.grading.steps`` repairs what students hand in and guards the test cells. The student's code
 runs in a kernel inside a bubblewrap sandbox (:mod:`course_lib.grading.sandbox`): it sees no course folder, gradebook,
-CSV or other submission, has no network, and everything it started dies with it. Without bubblewrap the command
+CSV or other submission, has no network, and everything it started dies with it; each worker forks its kernels
+from one sandbox that has imported torch already (:mod:`course_lib.grading.forkserver`), each in new namespaces. Without bubblewrap the command
 refuses to grade unless ``--no-sandbox`` is given.
 
 Grader state lives in this process only: the CSV gains a row (flushed to disk) as each submission finishes, so an
@@ -56,12 +57,17 @@ _OLD_CSV_COLUMNS = ["student_id", "assignment", "notebook", "score", "max_score"
 
 def _worker(conn) -> None:
     """A grading worker: grades the jobs it receives one at a time until it receives None."""
+    from course_lib.grading.forkserver import stop_fork_servers
+
     quiet_worker()
-    while True:
-        job = conn.recv()
-        if job is None:
-            return
-        conn.send(grade_job(job))
+    try:
+        while True:
+            job = conn.recv()
+            if job is None:
+                return
+            conn.send(grade_job(job))
+    finally:
+        stop_fork_servers()
 
 
 def _run_pool(jobs: list[Job], workers: int, emit) -> None:
@@ -162,7 +168,7 @@ def _write_csv(grades_csv: Path, rows: list[dict]) -> None:
 def grade_class(course_dir: Path, submissions: Path, grades_csv: Path, feedback_dir: Path, *, workers: int = 2,
                 timeout: int = 30, notebook_timeout: int = 300, sandbox: bool = True, resume: bool = False,
                 gradebook: str | None = None, autograded_dir: Path | None = None, totals: Path | None = None,
-                dask: str | None = None, out=sys.stdout) -> list[dict]:
+                dask: str | None = None, fork_server: bool = True, out=sys.stdout) -> list[dict]:
     """Grade every submission; write the CSV row by row (and the log next to it); return the rows.
 
     ``sandbox``: run the kernels in bubblewrap (raises ``course_lib.grading.sandbox.SandboxUnavailable`` when it is
@@ -172,7 +178,8 @@ def grade_class(course_dir: Path, submissions: Path, grades_csv: Path, feedback_
     course_gradebook_url` for the command line's default). ``autograded_dir``: copy each autograded notebook (and
     timestamp.txt) to ``<autograded_dir>/<student>/<assignment>/``. ``totals``: write the per-student LMS table there.
     ``dask``: None (the local pool), ``"local"`` (a Dask LocalCluster of ``workers`` processes) or a scheduler
-    address (``tcp://host:port``).
+    address (``tcp://host:port``). ``fork_server``: each worker forks its sandboxed kernels from one warm sandbox
+    (:mod:`course_lib.grading.forkserver`); False: a new sandbox, importing torch again, for every kernel.
     """
     from course_lib.grading import gradebook as course_gradebook
 
@@ -215,7 +222,7 @@ def grade_class(course_dir: Path, submissions: Path, grades_csv: Path, feedback_
             limits = {"cpu_seconds": notebook_timeout + 60}
         jobs = [Job(s, str(template), str(feedback_dir), timeout, notebook_timeout, str(course_dir), sandbox_lib,
                      limits, due.get(s.assignment), extensions.get((s.student_id, s.assignment)),
-                     str(autograded_dir) if autograded_dir else None) for s in todo]
+                     str(autograded_dir) if autograded_dir else None, fork_server) for s in todo]
 
         def emit(job: Job, row: dict, log: str, record: dict) -> None:
             rows.append(row)
@@ -296,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dask", nargs="?", const="local", default=None, metavar="tcp://HOST:PORT",
                         help="grade on Dask: alone, a LocalCluster of --workers processes; with an address, an "
                              "existing scheduler whose workers share this file system")
+    parser.add_argument("--no-fork-server", action="store_true",
+                        help="start a new sandbox for every kernel (each imports torch again: slower); by default "
+                             "each worker forks its kernels from one warm sandbox (course_lib.grading.forkserver)")
     parser.add_argument("--no-sandbox", action="store_true",
                         help="run the students' code unconfined, with your rights (only for a class you trust; "
                              "for machines without bubblewrap)")
@@ -319,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
                     workers=args.workers, timeout=timeout, notebook_timeout=notebook_timeout,
                     sandbox=not args.no_sandbox, resume=args.resume, gradebook=gradebook,
                     autograded_dir=autograded.resolve() if autograded else None,
-                    totals=args.totals.resolve() if args.totals else None, dask=args.dask)
+                    totals=args.totals.resolve() if args.totals else None, dask=args.dask,
+                    fork_server=not args.no_fork_server)
     except (ValueError, RuntimeError, OSError) as error:
         print(f"grading could not run: {error}", file=sys.stderr)
         return 2

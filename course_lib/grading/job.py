@@ -36,6 +36,7 @@ class Job:
     duedate: str | None = None  # ISO date (UTC) of the assignment in the course's gradebook
     extension_seconds: float | None = None  # this student's extension in the course's gradebook
     autograded_dir: str | None = None  # where to copy the autograded notebook (<dir>/<student>/<assignment>/)
+    fork_server: bool = True  # kernels forked from a warm sandbox per worker (course_lib.grading.forkserver)
 
 
 def csv_row(sub: Submission, score: float, max_score: float, status: str, reason: str, seconds: float, *,
@@ -141,6 +142,7 @@ def _course_config(job: Job, root: Path):
         config.SandboxedKernelManager.lib_dir = job.sandbox_lib
         config.SandboxedKernelManager.state_dir = str(root.parent)  # the job's temporary folder (short path)
         config.SandboxedKernelManager.limits = job.limits
+        config.SandboxedKernelManager.fork_server = job.fork_server
     return config
 
 

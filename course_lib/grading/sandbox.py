@@ -47,7 +47,7 @@ from pathlib import Path
 
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
-from traitlets import Dict, Unicode
+from traitlets import Bool, Dict, Unicode
 
 __all__ = ["Limits", "SandboxUnavailable", "bwrap_path", "require_bwrap", "INSTALL_HINT", "copy_student_course_lib",
            "python_mounts", "kernel_uid", "bwrap_command", "SandboxedKernelManager", "KERNEL_ROOT"]
@@ -163,13 +163,14 @@ def _parents(path: str) -> list[str]:
 
 
 def bwrap_command(argv: list[str], *, lib_dir: str, comm_dir: str, limits: Limits, bwrap: str = "bwrap",
-                  uid: int | None = None, env: dict[str, str] | None = None) -> list[str]:
-    """The command that runs ``argv`` (the kernel) in the sandbox described in the module docstring."""
+                  uid: int | None = None, env: dict[str, str] | None = None, nested_userns: bool = False) -> list[str]:
+    """The command that runs ``argv`` (the kernel) in the sandbox described in the module docstring;
+    ``nested_userns`` lets it create user namespaces (the fork server needs one per kernel)."""
     mounts, _ = python_mounts()
     cmd = [bwrap, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
            "--die-with-parent", "--new-session", "--hostname", "grading"]
-    if uid is None:  # an ordinary user: a user namespace, and none inside it
-        cmd += ["--unshare-user", "--disable-userns"]
+    if uid is None:  # an ordinary user: a user namespace, and none inside it but the fork server's
+        cmd += ["--unshare-user"] + ([] if nested_userns else ["--disable-userns"])
     cmd += ["--ro-bind", "/usr", "/usr", *_system_links(), "--proc", "/proc", "--dev", "/dev"]
     made = {"/"}
     for host, inside in [*mounts, (lib_dir, KERNEL_ROOT)]:
@@ -203,8 +204,12 @@ def bwrap_command(argv: list[str], *, lib_dir: str, comm_dir: str, limits: Limit
 class SandboxedKernelManager(AsyncKernelManager):
     """A kernel manager whose kernels run in the bubblewrap sandbox (used by ``GuardedExecute`` in ``make grade``).
 
-    The connection file and ZeroMQ sockets live in a fresh folder under ``state_dir`` (made by the grader, given to
-    the kernel's uid); the kernel command is :func:`bwrap_command` around ``python -s -m ipykernel_launcher``.
+    The connection file and ZeroMQ sockets live in a fresh folder (made by the grader, given to the kernel's uid).
+    With ``fork_server`` (the default) the kernel is forked by this worker's fork server
+    (:mod:`course_lib.grading.forkserver`: one sandbox that has imported torch, a fresh set of namespaces per
+    kernel) and the folder is made in the fork server's shared folder; otherwise, or when the fork server cannot run
+    here, the kernel command is :func:`bwrap_command` around ``python -s -m ipykernel_launcher`` and the folder is
+    made under ``state_dir``.
     """
 
     lib_dir = Unicode(help="folder holding the copy of course_lib bound at /opt/course").tag(config=True)
@@ -212,6 +217,8 @@ class SandboxedKernelManager(AsyncKernelManager):
         config=True)
     limits = Dict(help="overrides of Limits fields, e.g. {'memory_bytes': 2 << 30}").tag(config=True)
     bwrap = Unicode("bwrap").tag(config=True)
+    fork_server = Bool(True, help="fork kernels from a warm sandbox (course_lib.grading.forkserver) when it can run "
+                                  "here; False: a new sandbox per kernel").tag(config=True)
 
     def _sandbox_limits(self) -> Limits:
         return Limits(**self.limits)
@@ -220,8 +227,9 @@ class SandboxedKernelManager(AsyncKernelManager):
         if not self.lib_dir:  # used outside make grade (plain `nbgrader autograde`): a copy for this manager
             self._own_lib = tempfile.mkdtemp(prefix="course-lib-")
             self.lib_dir = str(copy_student_course_lib(Path(self._own_lib)))
-        comm = tempfile.mkdtemp(prefix="k", dir=self.state_dir or None)
         uid = kernel_uid()
+        self._server = self._fork_server(uid) if self.fork_server else None
+        comm = tempfile.mkdtemp(prefix="k", dir=self._server.comm_root if self._server else self.state_dir or None)
         if uid is not None:
             os.chown(comm, uid, uid)
         self._comm_dir, self._uid = comm, uid
@@ -236,6 +244,36 @@ class SandboxedKernelManager(AsyncKernelManager):
         if uid is not None and os.path.exists(self.connection_file):
             os.chown(self.connection_file, uid, uid)
         return kernel_cmd, kw
+
+    def _fork_server(self, uid: int | None):
+        from course_lib.grading import forkserver
+
+        limits = self._sandbox_limits()
+        _, python = python_mounts()
+
+        def command_for(comm_root: str) -> list[str]:
+            argv = [python, "-s", "-m", "course_lib.grading.forkserver", str(limits.tmp_bytes), comm_root]
+            return bwrap_command(argv, lib_dir=self.lib_dir, comm_dir=comm_root, limits=limits, bwrap=self.bwrap,
+                                 uid=uid, nested_userns=True)
+
+        key = (self.lib_dir, limits, uid, self.bwrap)
+        return forkserver.fork_server(key, command_for, os.path.dirname(self.lib_dir))
+
+    async def _async_launch_kernel(self, kernel_cmd, **kw):
+        """Ask the fork server for the kernel; without one, start ``kernel_cmd`` (a sandbox of its own)."""
+        from course_lib.grading.forkserver import ForkServerUnavailable
+
+        if self._server is not None:
+            try:
+                self.provisioner.process = self._server.start_kernel(self.connection_file)
+            except ForkServerUnavailable as error:
+                self.log.warning("no forked kernel (%s): a sandbox of its own instead", error)
+                self._server = None
+            else:
+                self.provisioner.pid = self.provisioner.pgid = None
+                self._reconcile_connection_info(self.provisioner.connection_info)
+                return
+        await super()._async_launch_kernel(kernel_cmd, **kw)
 
     def format_kernel_cmd(self, extra_arguments=None):
         _, python = python_mounts()
@@ -254,9 +292,12 @@ class SandboxedKernelManager(AsyncKernelManager):
     async def _async_cleanup_resources(self, restart: bool = False) -> None:
         await super()._async_cleanup_resources(restart=restart)
         shutil.rmtree(getattr(self, "_comm_dir", ""), ignore_errors=True)
+        if getattr(self, "_server", None) is not None:  # nothing a kernel left there reaches the next one
+            self._server.clear_comm_root()
         if getattr(self, "_own_lib", None) and not restart:
             shutil.rmtree(self._own_lib, ignore_errors=True)
             self._own_lib, self.lib_dir = None, ""
 
     pre_start_kernel = _async_pre_start_kernel
+    _launch_kernel = _async_launch_kernel
     cleanup_resources = _async_cleanup_resources

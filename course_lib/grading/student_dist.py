@@ -31,7 +31,7 @@ NAME = "normalization-course-student"
 # paths inside course_lib/: the instructors' part of the grading package (the checks and the guard are shipped)
 INSTRUCTOR_MODULES = ("grading/autograde.py", "grading/job.py", "grading/submissions.py", "grading/steps.py",
                       "grading/release.py", "grading/sandbox.py", "grading/student_dist.py", "grading/gradebook.py",
-                      "grading/dask_pool.py", "grading/lms.py")
+                      "grading/dask_pool.py", "grading/lms.py", "grading/forkserver.py")
 
 STUDENT_README = """\
 # Normalization layers, from BatchNorm to RMSNorm: student materials

@@ -160,6 +160,50 @@ for _source in In:  # IPython's input history: every cell run so far, test cells
     print(_source)
 '''
 
+# One kernel leaves something for the next one graded by the same worker (kernels of a worker are forked from one
+# warm sandbox, course_lib.grading.forkserver): a file in every folder it can write, a SysV shared-memory segment,
+# and it reads what it can of every other process it can see (a fork server's memory or pipes would be a way back).
+PLANT = f'''\
+import ctypes, os
+planted, opened = [], []
+for top, dirs, files in os.walk("/"):
+    dirs[:] = [d for d in dirs if os.path.join(top, d) not in ("/proc", "/sys", "/usr", "/opt")]
+    try:
+        with open(os.path.join(top, "{MARKER}-plant"), "w") as handle:
+            handle.write("planted")
+        planted.append(top)
+    except OSError:
+        pass
+segment = ctypes.CDLL(None).shmget(0x5EED, 4096, 0o1666)
+print("planted in:", planted, "shared memory:", segment >= 0)
+me = os.readlink("/proc/self")
+for pid in [p for p in os.listdir("/proc") if p.isdigit() and p != me]:
+    for what in ("environ", "mem", "fd/0", "fd/1", "root/tmp"):
+        try:
+            os.listdir(f"/proc/{{pid}}/{{what}}") if what == "root/tmp" else open(f"/proc/{{pid}}/{{what}}", "rb").close()
+            opened.append(f"{{pid}}/{{what}}")
+        except OSError:
+            pass
+print("opened of other processes:", opened)
+'''
+# ... and then it kills every process it can name (its own kernel included, last).
+KILL_VISIBLE = '''\
+import os, signal
+for pid in sorted((int(p) for p in os.listdir("/proc") if p.isdigit()), reverse=True):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+'''
+SEEK = f'''\
+import ctypes, os
+found = []
+for top, dirs, files in os.walk("/"):
+    dirs[:] = [d for d in dirs if os.path.join(top, d) not in ("/proc", "/sys", "/usr", "/opt")]
+    found += [os.path.join(top, f) for f in files if f.startswith("{MARKER}")]
+print("left by an earlier kernel:", found, "shared memory:", ctypes.CDLL(None).shmget(0x5EED, 0, 0) >= 0)
+'''
+
 
 def class_of_hostile_submissions(assignment: str, csv_path: str) -> dict:
     """``{student_id: notebook}``: the correct answer, the stub, and one stub per attack."""
