@@ -22,8 +22,8 @@ temporary copy of the course (masters + a gradebook built once per run), so one 
 batch; ``course_lib.grading.steps`` repairs what students hand in and guards the test cells. The student's code
 runs in a kernel inside a bubblewrap sandbox (:mod:`course_lib.grading.sandbox`): it sees no course folder, gradebook,
 CSV or other submission, has no network, and everything it started dies with it; each worker forks its kernels
-from one sandbox that has imported torch already (:mod:`course_lib.grading.forkserver`), each in new namespaces. Without bubblewrap the command
-refuses to grade unless ``--no-sandbox`` is given.
+from one sandbox that has imported torch already (:mod:`course_lib.grading.forkserver`), each in new namespaces.
+Without bubblewrap the command refuses to grade unless ``--no-sandbox`` is given.
 
 Grader state lives in this process only: the CSV gains a row (flushed to disk) as each submission finishes, so an
 interrupted run loses nothing graded; ``--resume`` skips the submissions that already have a row. A worker that

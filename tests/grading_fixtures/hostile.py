@@ -180,7 +180,8 @@ me = os.readlink("/proc/self")
 for pid in [p for p in os.listdir("/proc") if p.isdigit() and p != me]:
     for what in ("environ", "mem", "fd/0", "fd/1", "root/tmp"):
         try:
-            os.listdir(f"/proc/{{pid}}/{{what}}") if what == "root/tmp" else open(f"/proc/{{pid}}/{{what}}", "rb").close()
+            path = f"/proc/{{pid}}/{{what}}"
+            os.listdir(path) if what == "root/tmp" else open(path, "rb").close()
             opened.append(f"{{pid}}/{{what}}")
         except OSError:
             pass
