@@ -8,7 +8,8 @@ build them (tests/grading_fixtures): most students hand in the correct solution,
 untouched exercises and stubs that return their input. Then it runs the instructors' command,
 ``python -m course_lib.grading.autograde``, and prints the wall time, the time per submission-notebook, and whether
 every correct submission got full marks and every other one less. Kernels run in the bubblewrap sandbox
-(course_lib.grading.sandbox) unless ``--no-sandbox`` is given.
+(course_lib.grading.sandbox) unless ``--no-sandbox`` is given, forked from one warm sandbox per worker
+(course_lib.grading.forkserver) unless ``--no-fork-server`` is given.
 Goal (issue 14): 100 submission-notebooks in <= 3 minutes on the 2-core course machine, sandbox on.
 """
 from __future__ import annotations
@@ -47,6 +48,8 @@ def main() -> int:
     parser.add_argument("--students", type=int, default=12, help="students in the class (9 notebooks each)")
     parser.add_argument("--workers", type=int, default=2, help="parallel grading processes")
     parser.add_argument("--no-sandbox", action="store_true", help="grade without the bubblewrap sandbox")
+    parser.add_argument("--no-fork-server", action="store_true",
+                        help="a new sandbox per kernel instead of forking kernels from a warm one per worker")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="grading-bench-") as tmp:
         class_dir, grades = Path(tmp) / "submitted", Path(tmp) / "grades.csv"
@@ -54,7 +57,8 @@ def main() -> int:
         start = time.perf_counter()
         process = subprocess.run([sys.executable, "-m", "course_lib.grading.autograde", str(class_dir), str(grades),
                                   "--workers", str(args.workers), "--feedback", str(Path(tmp) / "feedback"),
-                                  *(["--no-sandbox"] if args.no_sandbox else [])],
+                                  *(["--no-sandbox"] if args.no_sandbox else []),
+                                  *(["--no-fork-server"] if args.no_fork_server else [])],
                                  cwd=REPO, capture_output=True, text=True)
         seconds = time.perf_counter() - start
         if process.returncode != 0:
@@ -67,7 +71,8 @@ def main() -> int:
              if key not in rows or (rows[key]["score"] == rows[key]["max_score"]) != full]
     count = len(expected)
     per_100 = seconds / count * 100
-    sandbox = "no sandbox" if args.no_sandbox else "sandboxed"
+    sandbox = ("no sandbox" if args.no_sandbox else
+               "sandboxed, a sandbox per kernel" if args.no_fork_server else "sandboxed, kernels forked")
     print(f"{count} submission-notebooks ({args.students} students x 9 assignments), {args.workers} workers, "
           f"{sandbox}: "
           f"{seconds:.0f} s wall, {seconds / count:.2f} s per notebook, {per_100:.0f} s per 100 "
