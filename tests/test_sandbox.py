@@ -165,6 +165,10 @@ def test_nothing_passes_from_one_kernel_to_the_next_of_the_same_worker(tmp_path)
     assert "opened of other processes: []" in feedback["a_planter"], feedback["a_planter"][:3000]
     assert "left by an earlier kernel: [] shared memory: False" in feedback["b_seeker"], feedback["b_seeker"][:3000]
     assert rows["b_seeker"]["status"] == "graded" and rows["c_correct"]["score"] == "13.0", rows
+    pids = [re.findall(r"kernel pid in the fork server's namespace: (\d+)", feedback[s]) for s in ("a_planter",
+                                                                                                  "b_seeker")]
+    assert pids[0] and pids[1] and int(pids[1][-1]) > int(pids[0][0]), \
+        f"the seeker ran in a new fork server, not the planter's (it was killed?): {pids}"
 
 
 @pytest.mark.slow

@@ -16,9 +16,12 @@ and then only forks; each notebook's kernel is a fresh fork that never shares an
   gone for the next) and a new ``/dev/shm``, and its own SysV IPC; then it drops every capability (the mounts
   cannot be undone to look under them) and closes every file descriptor but stderr (the fork server's request pipe
   is out of reach);
-* **nothing to ptrace.** The fork server and the intermediate process are not dumpable, so the kernel, though it
-  runs as the same uid, can read neither their memory nor their environment nor their file descriptors (it still
-  sees their pids and command lines in ``/proc``, which hold nothing secret);
+* **nothing to signal or read.** The kernel is in a session and process group of its own, and the fork server's
+  pid does not exist in its pid namespace, so no ``kill``, ``killpg`` or ``kill(-1)`` reaches it. ``/proc`` still
+  shows the fork server's and the intermediate's pids and command lines (nothing secret); their memory, environment
+  and file descriptors are refused: both are made non-dumpable, which is what refuses them to a process of the same
+  uid under Linux's classic ptrace rule (on the course machine they are refused even without it, so the test there,
+  ``tests/test_sandbox.py``'s planter and seeker, checks the refusal, not which rule gives it);
 * **the shared folder is emptied**: the folder of connection folders is bound into the fork server once; the worker
   removes everything in it after each kernel, so a file left there does not reach the next kernel.
 
@@ -81,6 +84,7 @@ def _enter_kernel_namespaces(libc, tmp_bytes: int, comm_root: str) -> int:
     if kernel:
         return kernel
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    os.setsid()  # its own process group: ipykernel interrupts with killpg, which must not reach the fork server
     _check(libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None), "mount --make-rprivate /")
     shared = os.open(comm_root, os.O_PATH | os.O_DIRECTORY)  # it may lie under /tmp: kept open across the new /tmp
     _check(libc.mount(b"tmpfs", b"/tmp", b"tmpfs", 0, f"size={tmp_bytes},mode=1777".encode()), "mount /tmp")

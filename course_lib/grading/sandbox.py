@@ -27,6 +27,12 @@ grader (the parent process, which is trusted) starts every kernel inside a sandb
 * **limits** (``prlimit`` inside the sandbox, :class:`Limits`): processes (a fork bomb stops there), address space
   (a memory hog gets ``MemoryError``), file size, CPU seconds.
 
+**Warm kernels.** Importing torch is 40 % of a kernel's CPU, so by default a grading worker starts this sandbox once,
+as a *fork server* that imports torch, IPython and course_lib and then forks one kernel per notebook, each in new
+user, mount, pid and IPC namespaces with a fresh ``/tmp`` and no capabilities (:mod:`course_lib.grading.forkserver`
+says how, and what a kernel can still see); ``fork_server = False`` or ``--no-fork-server`` starts a sandbox per
+kernel, as does a machine where the fork server cannot run.
+
 The in-kernel guard (:mod:`course_lib.grading.guard`) stays, as defence in depth against a notebook redefining what
 the tests use; a student who subverts their own interpreter can at worst fake their *own* test results, which the
 sandbox confines to their own row.

@@ -186,11 +186,12 @@ for pid in [p for p in os.listdir("/proc") if p.isdigit() and p != me]:
         except OSError:
             pass
 print("opened of other processes:", opened)
+print("kernel pid in the fork server's namespace:", me)
 '''
-# ... and then it kills every process it can name (its own kernel included, last).
+# ... and then it kills every process it can name and its process group (its own kernel included).
 KILL_VISIBLE = '''\
 import os, signal
-for pid in sorted((int(p) for p in os.listdir("/proc") if p.isdigit()), reverse=True):
+for pid in [*sorted((int(p) for p in os.listdir("/proc") if p.isdigit()), reverse=True), 0, -1]:
     try:
         os.kill(pid, signal.SIGKILL)
     except OSError:
@@ -203,6 +204,7 @@ for top, dirs, files in os.walk("/"):
     dirs[:] = [d for d in dirs if os.path.join(top, d) not in ("/proc", "/sys", "/usr", "/opt")]
     found += [os.path.join(top, f) for f in files if f.startswith("{MARKER}")]
 print("left by an earlier kernel:", found, "shared memory:", ctypes.CDLL(None).shmget(0x5EED, 0, 0) >= 0)
+print("kernel pid in the fork server's namespace:", os.readlink("/proc/self"))
 '''
 
 
