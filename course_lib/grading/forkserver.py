@@ -13,9 +13,10 @@ and then only forks; each notebook's kernel is a fresh fork that never shares an
   IPC namespace, then forks again, so the kernel is the *init* of its own pid namespace -- every process it starts
   (a detached daemon included) dies when it ends -- and cannot name the fork server's pid to signal it; it mounts a
   new size-capped ``/tmp`` (HOME, IPYTHONDIR, working folder: IPython start-up files written by one submission are
-  gone for the next) and a new ``/dev/shm``, and its own SysV IPC; then it drops every capability (the mounts
-  cannot be undone to look under them) and closes every file descriptor but stderr (the fork server's request pipe
-  is out of reach);
+  gone for the next) and a new ``/dev/shm``, and its own SysV IPC; the rest of the sandbox (``/`` and ``/dev``,
+  whose folders bwrap made for the fork server and, as an ordinary user, lets it write) becomes read-only; then it
+  drops every capability (the mounts cannot be undone to look under them) and closes every file descriptor but
+  stderr (the fork server's request pipe is out of reach);
 * **nothing to signal or read.** The kernel is in a session and process group of its own, and the fork server's
   pid does not exist in its pid namespace, so no ``kill``, ``killpg`` or ``kill(-1)`` reaches it. ``/proc`` still
   shows the fork server's and the intermediate's pids and command lines (nothing secret); their memory, environment
@@ -50,7 +51,7 @@ REQUEST_SECONDS = 30
 
 _CLONE_NEWNS, _CLONE_NEWUSER, _CLONE_NEWPID, _CLONE_NEWIPC = 0x00020000, 0x10000000, 0x20000000, 0x08000000
 _PR_SET_PDEATHSIG, _PR_SET_DUMPABLE, _PR_CAPBSET_DROP = 1, 4, 24
-_MS_BIND, _MS_REC, _MS_PRIVATE = 0x1000, 0x4000, 0x40000
+_MS_RDONLY, _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE, _MS_RELATIME = 1, 32, 0x1000, 0x4000, 0x40000, 1 << 21
 
 
 class ForkServerUnavailable(RuntimeError):
@@ -67,6 +68,14 @@ def _check(result: int, what: str) -> None:
     if result != 0:
         number = ctypes.get_errno()
         raise OSError(number, f"{what}: {os.strerror(number)}")
+
+
+def _mount_flags(path: str) -> int:
+    """The flags of the mount at ``path`` that a remount in a user namespace must keep (nosuid, nodev, noexec,
+    atime): statvfs's ``ST_*`` bits are ``MS_*``'s, but for relatime."""
+    flags = os.statvfs(path).f_flag
+    kept = flags & (os.ST_NOSUID | os.ST_NODEV | os.ST_NOEXEC | os.ST_NOATIME | os.ST_NODIRATIME)
+    return kept | (_MS_RELATIME if flags & os.ST_RELATIME else 0)
 
 
 def _enter_kernel_namespaces(libc, tmp_bytes: int, comm_root: str) -> int:
@@ -94,6 +103,9 @@ def _enter_kernel_namespaces(libc, tmp_bytes: int, comm_root: str) -> int:
     if os.path.isdir("/dev/shm"):
         _check(libc.mount(b"tmpfs", b"/dev/shm", b"tmpfs", 0, b"size=64m,mode=1777"), "mount /dev/shm")
     os.makedirs(os.path.join(os.environ["HOME"], "work"))
+    for path in ("/", "/dev"):  # the sandbox's own folders (mount points made by bwrap) are the fork server's
+        _check(libc.mount(None, path.encode(), None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _mount_flags(path), None),
+               f"mount -o remount,bind,ro {path}")
     for capability in range(64):
         libc.prctl(_PR_CAPBSET_DROP, capability, 0, 0, 0)
 
