@@ -263,7 +263,8 @@ class SandboxedKernelManager(AsyncKernelManager):
                                  uid=uid, nested_userns=True)
 
         key = (self.lib_dir, limits, uid, self.bwrap)
-        return forkserver.fork_server(key, command_for, os.path.dirname(self.lib_dir))
+        base = os.path.dirname(self.lib_dir)  # the grading run's folder, removed at its end, when short enough
+        return forkserver.fork_server(key, command_for, base if len(base) <= 64 else None)  # sockets: <= 107 bytes
 
     async def _async_launch_kernel(self, kernel_cmd, **kw):
         """Ask the fork server for the kernel; without one, start ``kernel_cmd`` (a sandbox of its own)."""
