@@ -211,6 +211,33 @@ def test_a_fork_server_that_cannot_start_is_said_once_and_left_out(tmp_path, cap
     assert list(tmp_path.iterdir()) == [], "its shared folder is removed"
 
 
+def test_a_kernel_that_cannot_be_set_up_is_said_and_the_fork_server_lives_on(tmp_path):
+    """A kernel whose namespaces cannot be set up (here: a shared folder that does not exist in the sandbox) is an
+    error for that kernel (the kernel manager then starts a sandbox of its own), not a stuck or dead fork server."""
+    require_sandbox()
+    from course_lib.grading import forkserver
+
+    lib = sandbox.copy_student_course_lib(tmp_path / "lib")
+    _, python = sandbox.python_mounts()
+
+    def command_for(root: str) -> list[str]:
+        argv = [python, "-s", "-m", "course_lib.grading.forkserver", str(64 << 20), "/no-such-folder"]
+        return sandbox.bwrap_command(argv, lib_dir=str(lib), comm_dir=root, limits=sandbox.Limits(),
+                                     uid=sandbox.kernel_uid(), nested_userns=True)
+
+    root = tempfile.mkdtemp(prefix="kernels-")
+    os.chmod(root, 0o755)
+    server = forkserver.ForkServer(command_for, root)
+    try:
+        for _ in range(2):
+            with pytest.raises(forkserver.ForkServerUnavailable, match="FileNotFoundError.*no-such-folder"):
+                server.start_kernel(f"{root}/connection.json")
+        assert server.alive() and server.request({"poll": 123}) == {"exit": None}
+    finally:
+        server.stop()
+    assert not os.path.exists(root)
+
+
 def test_grading_refuses_without_bubblewrap_unless_told(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sandbox, "bwrap_path", lambda: None)
     (tmp_path / "submitted").mkdir()

@@ -32,6 +32,7 @@ SandboxedKernelManager` with ``fork_server = False`` does that always).
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -154,8 +155,9 @@ def _start(libc, connection_file: str, tmp_bytes: int, comm_root: str) -> dict:
             os.dup2(os.open(os.devnull, os.O_RDWR), 0)
             os.dup2(0, 1)
             kernel = _enter_kernel_namespaces(libc, tmp_bytes, comm_root)
-            if kernel == 0:
+            if kernel == 0:  # set up: the fork server's read ends when this and the intermediate close the pipe
                 os.close(write_end)
+                write_end = -1
                 _run_kernel(connection_file)
                 code = 0
             else:
@@ -164,19 +166,29 @@ def _start(libc, connection_file: str, tmp_bytes: int, comm_root: str) -> dict:
                 code = os.waitstatus_to_exitcode(os.waitpid(kernel, 0)[1])
         except SystemExit as stop:
             code = stop.code if isinstance(stop.code, int) else 0
-        except BaseException as error:  # noqa: BLE001 - said to the fork server, then this process ends
-            try:
-                os.write(write_end, json.dumps({"error": f"{type(error).__name__}: {error}"}).encode())
-            except OSError:
-                pass
+        except BaseException as error:  # noqa: BLE001 - said to the fork server (before the kernel ran), then exit
+            if write_end >= 0:
+                with contextlib.suppress(OSError):
+                    os.write(write_end, json.dumps({"error": f"{type(error).__name__}: {error}"}).encode())
         os._exit(code if code >= 0 else 128 - code)
     os.close(write_end)
     chunks = []
     while chunk := os.read(read_end, 4096):
         chunks.append(chunk)
     os.close(read_end)
-    answer = json.loads(b"".join(chunks) or b'{"error": "the kernel process ended before starting"}')
-    return {"kernel": intermediate, **answer}
+    answer, text, decoder = {"kernel": intermediate}, b"".join(chunks).decode(), json.JSONDecoder()
+    while text.strip():  # the intermediate's {"init": pid}, and an {"error": ...} from either process
+        message, end = decoder.raw_decode(text.strip())
+        answer.update(message)
+        text = text.strip()[end:]
+    if "error" in answer or "init" not in answer:
+        for pid in (answer.get("init"), intermediate):
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        answer.setdefault("error", "the kernel process ended before starting")
+        answer.pop("init", None)
+    return answer
 
 
 def serve(tmp_bytes: int, comm_root: str) -> None:
