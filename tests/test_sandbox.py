@@ -50,6 +50,18 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
+def grade(tmp_path: Path, submissions: dict, *flags: str) -> dict[str, dict]:
+    """Write ``{student_id: notebook}`` (assignment A) under ``tmp_path`` and grade them with the instructors'
+    command and ``flags``; the CSV rows by student (feedback in ``tmp_path/out/feedback``)."""
+    class_dir, grades = tmp_path / "submitted", tmp_path / "out" / "grades.csv"
+    for student, notebook in submissions.items():
+        S.write_submission(class_dir, student, A, notebook)
+    process = subprocess.run(autograde_command(class_dir, grades, *flags), cwd=REPO, capture_output=True, text=True,
+                             timeout=600)
+    assert process.returncode == 0, process.stdout + process.stderr
+    return {r["student_id"]: r for r in read_csv(grades)}
+
+
 def survivors(*markers: str) -> list[str]:
     """Processes carrying the hostile marker or one of ``markers`` (the grader's TMPDIR is in its kernels'
     command lines). Not "any sandbox uid": other grading runs on the machine are not this test's survivors."""
@@ -145,18 +157,12 @@ def test_nothing_passes_from_one_kernel_to_the_next_of_the_same_worker(tmp_path)
     """One worker grades a planter, then a seeker: kernels forked from the worker's fork server share nothing
     writable, cannot read the fork server, and killing every process it can name does not stop the next kernel."""
     require_sandbox()
-    class_dir, grades = tmp_path / "submitted", tmp_path / "out" / "grades.csv"
     planter = S.with_cell_after_setup(S.stub(A), H.PLANT)
     planter.cells.insert(planter.cells.index(next(c for c in planter.cells if H.MARKER in c.source)) + 1,
                          S.nbformat.v4.new_code_cell(H.SEEK))  # in its own kernel the seeker must find them
     planter.cells.append(S.nbformat.v4.new_code_cell(H.KILL_VISIBLE))
-    S.write_submission(class_dir, "a_planter", A, planter)
-    S.write_submission(class_dir, "b_seeker", A, S.with_cell_after_setup(S.stub(A), H.SEEK))
-    S.write_submission(class_dir, "c_correct", A, S.correct(A))
-    process = subprocess.run(autograde_command(class_dir, grades, "--workers", "1"), cwd=REPO, capture_output=True,
-                             text=True, timeout=600)
-    assert process.returncode == 0, process.stdout + process.stderr
-    rows = {r["student_id"]: r for r in read_csv(grades)}
+    rows = grade(tmp_path, {"a_planter": planter, "b_seeker": S.with_cell_after_setup(S.stub(A), H.SEEK),
+                            "c_correct": S.correct(A)}, "--workers", "1")
     feedback = {s: visible_text(next((tmp_path / "out" / "feedback" / s / A).glob("*.html"))) for s in rows}
     planted = re.findall(r"planted in: \[(.*?)\] shared memory: (\w+)", feedback["a_planter"])
     assert planted and "/tmp" in planted[0][0] and planted[0][1] == "True", feedback["a_planter"][:3000]
@@ -171,18 +177,29 @@ def test_nothing_passes_from_one_kernel_to_the_next_of_the_same_worker(tmp_path)
         f"the seeker ran in a new fork server, not the planter's (it was killed?): {pids}"
 
 
+FORK_SERVER_SEEN = """\
+import pathlib
+def _command_line(entry):
+    try:
+        return (entry / "cmdline").read_bytes()
+    except OSError:
+        return b""
+_lines = [_command_line(p) for p in pathlib.Path("/proc").iterdir()]
+print("fork server seen:", any(b"course_lib.grading.forkserver" in line for line in _lines))
+"""
+
+
 @pytest.mark.slow
 def test_a_sandbox_per_kernel_without_the_fork_server(tmp_path):
-    """``--no-fork-server``: every kernel in a new sandbox (the fallback where the fork server cannot run)."""
+    """``--no-fork-server``: every kernel in a new sandbox (the fallback where the fork server cannot run); without
+    it the kernel was forked (the fork server's command line is in its /proc)."""
     require_sandbox()
-    class_dir, grades = tmp_path / "submitted", tmp_path / "out" / "grades.csv"
-    S.write_submission(class_dir, "a_correct", A, S.correct(A))
-    S.write_submission(class_dir, "b_stub", A, S.stub(A))
-    process = subprocess.run(autograde_command(class_dir, grades, "--workers", "1", "--no-fork-server"), cwd=REPO,
-                             capture_output=True, text=True, timeout=600)
-    assert process.returncode == 0, process.stdout + process.stderr
-    rows = {r["student_id"]: r for r in read_csv(grades)}
-    assert rows["a_correct"]["score"] == "13.0" and float(rows["b_stub"]["score"]) < 13, rows
+    stub = S.with_cell_after_setup(S.stub(A), FORK_SERVER_SEEN)
+    for flags, seen in ((["--no-fork-server"], "False"), ([], "True")):
+        rows = grade(tmp_path / str(seen), {"a_correct": S.correct(A), "b_stub": stub}, "--workers", "1", *flags)
+        assert rows["a_correct"]["score"] == "13.0" and float(rows["b_stub"]["score"]) < 13, rows
+        feedback = visible_text(next((tmp_path / str(seen) / "out" / "feedback" / "b_stub" / A).glob("*.html")))
+        assert f"fork server seen: {seen}" in feedback, (flags, feedback[:3000])
 
 
 @pytest.mark.parametrize("answer, said", [
@@ -304,13 +321,7 @@ KILL_WORKER = "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"
 def test_a_dead_worker_costs_only_its_own_submission(tmp_path):
     """Unconfined (--no-sandbox), a kernel can kill the grading worker that started it: that submission is retried
     once in a fresh worker and then gets an error row; the others are graded normally."""
-    class_dir, grades = tmp_path / "submitted", tmp_path / "out" / "grades.csv"
-    S.write_submission(class_dir, "a_killer", A, S.with_cell_after_setup(S.blank(A), KILL_WORKER))
-    S.write_submission(class_dir, "b_correct", A, S.correct(A))
-    S.write_submission(class_dir, "c_blank", A, S.blank(A))
-    process = subprocess.run(autograde_command(class_dir, grades, "--workers", "2", "--no-sandbox"), cwd=REPO,
-                             capture_output=True, text=True, timeout=600)
-    assert process.returncode == 0, process.stdout + process.stderr
-    rows = {r["student_id"]: r for r in read_csv(grades)}
+    rows = grade(tmp_path, {"a_killer": S.with_cell_after_setup(S.blank(A), KILL_WORKER), "b_correct": S.correct(A),
+                            "c_blank": S.blank(A)}, "--workers", "2", "--no-sandbox")
     assert rows["a_killer"]["status"] == "error" and "died twice" in rows["a_killer"]["reason"], rows["a_killer"]
     assert (rows["b_correct"]["score"], rows["c_blank"]["status"]) == ("13.0", "blank"), rows
