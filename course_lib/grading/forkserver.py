@@ -11,7 +11,8 @@ and then only forks; each notebook's kernel is a fresh fork that never shares an
   thing it receives is a connection-file path; a kernel never talks to it;
 * **each kernel gets new namespaces** (:func:`_enter_kernel_namespaces`): the fork unshares a user, mount, pid and
   IPC namespace, then forks again, so the kernel is the *init* of its own pid namespace -- every process it starts
-  (a detached daemon included) dies when it ends -- and cannot name the fork server's pid to signal it; it mounts a
+  (a detached daemon included) dies when it ends -- and cannot name the fork server's pid to signal it (as an
+  init, it also ignores the signals it has no handler for, such as a SIGTERM it sends itself); it mounts a
   new size-capped ``/tmp`` (HOME, IPYTHONDIR, working folder: IPython start-up files written by one submission are
   gone for the next) and a new ``/dev/shm``, and its own SysV IPC; the rest of the sandbox (``/`` and ``/dev``,
   whose folders bwrap made for the fork server and, as an ordinary user, lets it write) becomes read-only; then it
