@@ -234,7 +234,8 @@ class SandboxedKernelManager(AsyncKernelManager):
             self._own_lib = tempfile.mkdtemp(prefix="course-lib-")
             self.lib_dir = str(copy_student_course_lib(Path(self._own_lib)))
         uid = kernel_uid()
-        self._server = self._fork_server(uid) if self.fork_server else None
+        own_copy = getattr(self, "_own_lib", None)  # a copy per kernel: nothing for a fork server to keep warm
+        self._server = self._fork_server(uid) if self.fork_server and not own_copy else None
         comm = tempfile.mkdtemp(prefix="k", dir=self._server.comm_root if self._server else self.state_dir or None)
         if uid is not None:
             os.chown(comm, uid, uid)
