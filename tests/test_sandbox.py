@@ -202,6 +202,20 @@ def test_a_sandbox_per_kernel_without_the_fork_server(tmp_path):
         assert f"fork server seen: {seen}" in feedback, (flags, feedback[:3000])
 
 
+def test_plain_nbgrader_autograde_gets_a_sandbox_per_kernel_and_removes_its_copy():
+    """Without make grade's shared copy of course_lib (plain ``nbgrader autograde``, formgrader's button) each kernel
+    manager copies course_lib for itself, so it starts a sandbox of its own rather than a fork server."""
+    require_sandbox()
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(FORK_SERVER_SEEN + "import course_lib")])
+    manager = sandbox.SandboxedKernelManager(kernel_name="python3")
+    NotebookClient(nb, km=manager, timeout=120).execute()
+    assert "fork server seen: False" in nb.cells[0].outputs[0]["text"], nb.cells[0].outputs
+    assert manager.lib_dir == "" and manager._own_lib is None, "its copy of course_lib is removed"
+
+
 @pytest.mark.parametrize("answer, said", [
     ('{"error": "no user namespaces here"}', "no user namespaces here"),
     ("", "the fork server ended (exit code 0)"),
