@@ -232,6 +232,7 @@ class SandboxedKernelManager(AsyncKernelManager):
     async def _async_pre_start_kernel(self, **kw):
         if not self.lib_dir:  # used outside make grade (plain `nbgrader autograde`): a copy for this manager
             self._own_lib = tempfile.mkdtemp(prefix="course-lib-")
+            os.chmod(self._own_lib, 0o755)  # readable by the kernel's uid (mkdtemp makes it 0700)
             self.lib_dir = str(copy_student_course_lib(Path(self._own_lib)))
         uid = kernel_uid()
         own_copy = getattr(self, "_own_lib", None)  # a copy per kernel: nothing for a fork server to keep warm
