@@ -286,8 +286,9 @@ class ForkServer:
     """One fork server (a sandbox, see the module docstring) for the kernels of one grading worker."""
 
     def __init__(self, command_for, comm_root: str):
-        """``command_for(argv, comm_dir)`` is the sandbox command (:func:`course_lib.grading.sandbox.bwrap_command`
-        with this worker's settings); ``comm_root`` the folder in which the kernels' connection folders are made."""
+        """``command_for(comm_root)`` is the command that starts the fork server in the sandbox
+        (:func:`course_lib.grading.sandbox.bwrap_command` with this worker's settings, ``comm_root`` bound in);
+        ``comm_root`` is the folder in which the kernels' connection folders are made."""
         self.comm_root = comm_root
         self._process = subprocess.Popen(command_for(comm_root), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         try:
