@@ -7,7 +7,6 @@ behind, while the correct submission keeps full marks. Needs bubblewrap: skipped
 """
 from __future__ import annotations
 
-import asyncio
 import csv
 import os
 import re
@@ -208,13 +207,14 @@ def test_plain_nbgrader_autograde_gets_a_sandbox_per_kernel_and_removes_its_copy
     manager copies course_lib for itself, so it starts a sandbox of its own rather than a fork server."""
     require_sandbox()
     import nbformat
+    from jupyter_core.utils import run_sync  # works under an event loop already running (the whole suite has one)
     from nbclient import NotebookClient
 
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(FORK_SERVER_SEEN + "import course_lib")])
     manager = sandbox.SandboxedKernelManager(kernel_name="python3")
     NotebookClient(nb, km=manager, timeout=120).execute()
     copy = manager.lib_dir
-    asyncio.run(manager.shutdown_kernel(now=True))  # the client leaves a manager it did not make running
+    run_sync(manager.shutdown_kernel)(now=True)  # the client leaves a manager it did not make running
     assert "fork server seen: False" in nb.cells[0].outputs[0]["text"], nb.cells[0].outputs
     assert copy and not os.path.exists(copy) and manager.lib_dir == "", "its copy of course_lib is removed"
 
