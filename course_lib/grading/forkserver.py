@@ -162,7 +162,7 @@ def _start(libc, connection_file: str, tmp_bytes: int, comm_root: str) -> dict:
                 _run_kernel(connection_file)
                 code = 0
             else:
-                os.write(write_end, json.dumps({"init": kernel}).encode())
+                os.write(write_end, (json.dumps({"init": kernel}) + "\n").encode())
                 os.close(write_end)
                 code = os.waitstatus_to_exitcode(os.waitpid(kernel, 0)[1])
         except SystemExit as stop:
@@ -170,18 +170,16 @@ def _start(libc, connection_file: str, tmp_bytes: int, comm_root: str) -> dict:
         except BaseException as error:  # noqa: BLE001 - said to the fork server (before the kernel ran), then exit
             if write_end >= 0:
                 with contextlib.suppress(OSError):
-                    os.write(write_end, json.dumps({"error": f"{type(error).__name__}: {error}"}).encode())
+                    os.write(write_end, (json.dumps({"error": f"{type(error).__name__}: {error}"}) + "\n").encode())
         os._exit(code if code >= 0 else 128 - code)
     os.close(write_end)
     chunks = []
     while chunk := os.read(read_end, 4096):
         chunks.append(chunk)
     os.close(read_end)
-    answer, text, decoder = {"kernel": intermediate}, b"".join(chunks).decode(), json.JSONDecoder()
-    while text.strip():  # the intermediate's {"init": pid}, and an {"error": ...} from either process
-        message, end = decoder.raw_decode(text.strip())
-        answer.update(message)
-        text = text.strip()[end:]
+    answer = {"kernel": intermediate}
+    for line in b"".join(chunks).decode().splitlines():  # the intermediate's {"init": pid}, an {"error": ...} from
+        answer.update(json.loads(line))                  # either process (one line each: atomic pipe writes)
     if "error" in answer or "init" not in answer:
         for pid in (answer.get("init"), intermediate):
             if pid:
@@ -298,7 +296,6 @@ class ForkServer:
         except ForkServerUnavailable:
             self.stop()
             raise
-        self.start_seconds = ready["ready"]
 
     def _read(self, seconds: float) -> dict:
         if not select.select([self._process.stdout], [], [], seconds)[0]:
@@ -349,33 +346,35 @@ class ForkServer:
         shutil.rmtree(self.comm_root, ignore_errors=True)
 
 
-_servers: dict[tuple, ForkServer | ForkServerUnavailable] = {}
+_servers: dict[tuple, ForkServer | None] = {}  # None: it could not start here (said once)
 
 
 def fork_server(key: tuple, command_for, base_dir: str | None) -> ForkServer | None:
-    """This worker's fork server for ``key`` (the sandbox's settings), started on first use; None when it cannot
-    run here (said once on stderr; the caller then starts a sandbox per kernel)."""
+    """This worker's fork server for ``key`` (the sandbox's settings), started on first use and again if it died;
+    None when it cannot run here (said once on stderr; the caller then starts a sandbox per kernel)."""
+    if key in _servers and _servers[key] is None:
+        return None
     server = _servers.get(key)
-    if isinstance(server, ForkServer) and not server.alive():
+    if server is not None and server.alive():
+        return server
+    if server is not None:
         server.stop()
+    comm_root = tempfile.mkdtemp(prefix="kernels-", dir=base_dir)
+    os.chmod(comm_root, 0o755)
+    try:
+        server = ForkServer(command_for, comm_root)
+    except (ForkServerUnavailable, OSError) as error:
+        shutil.rmtree(comm_root, ignore_errors=True)
+        print(f"course_lib grading: no fork server ({error}); a new sandbox per kernel instead", file=sys.stderr)
         server = None
-    if server is None:
-        comm_root = tempfile.mkdtemp(prefix="kernels-", dir=base_dir)
-        os.chmod(comm_root, 0o755)
-        try:
-            server = ForkServer(command_for, comm_root)
-        except (ForkServerUnavailable, OSError) as error:
-            shutil.rmtree(comm_root, ignore_errors=True)
-            print(f"course_lib grading: no fork server ({error}); a new sandbox per kernel instead", file=sys.stderr)
-            server = error if isinstance(error, ForkServerUnavailable) else ForkServerUnavailable(str(error))
-        _servers[key] = server
-    return server if isinstance(server, ForkServer) else None
+    _servers[key] = server
+    return server
 
 
 def stop_fork_servers() -> None:
     """Stop this process's fork servers (a grading worker's last step)."""
     for server in _servers.values():
-        if isinstance(server, ForkServer):
+        if server is not None:
             server.stop()
     _servers.clear()
 

@@ -9,10 +9,10 @@ Screenshots go to artifacts/browser/<test id>/ (gitignored; CI can keep them as 
 
 from __future__ import annotations
 
-
 import pytest
 
 from lab_harness import ARTIFACTS, LabServer
+
 
 @pytest.fixture
 def lab(tmp_path_factory):
